@@ -1,0 +1,134 @@
+#!/usr/bin/env bash
+# Install what the end-to-end tests need, and skip each step that is already
+# up to date:
+#   1. a Python venv at infra/.venv with infra/test-deps/requirements.txt,
+#      which contains the official MCP Python SDK that tests/mcp_client.py uses;
+#   2. `npm ci` in infra/test-deps, which installs the reference MCP server
+#      @modelcontextprotocol/server-everything at the version in package.json.
+#
+# Usage: bash infra/install-test-deps.sh   (from any directory)
+# Environment: PYTHON selects the interpreter for the venv (default python3,
+# version 3.10 or newer). Node.js 20 or newer and npm must be on PATH.
+#
+# Each step writes a stamp file with the sha256 of its inputs (the requirements
+# or the lock file, plus the interpreter version) after it succeeds, so an
+# interrupted install is redone on the next run. Delete infra/.venv or
+# infra/test-deps/node_modules to force a reinstall.
+#
+# Starting the reference server in Streamable HTTP mode (read from
+# server-everything 2026.8.31, dist/index.js and dist/transports/streamableHttp.js):
+#   PORT=38080 node infra/test-deps/serve-everything.mjs
+# - The upstream entry point takes the transport as its first argument
+#   (`streamableHttp`) and the port from the PORT variable (default 3001).
+#   serve-everything.mjs passes `streamableHttp` itself.
+# - The MCP endpoint is http://127.0.0.1:PORT/mcp (POST, GET for the SSE
+#   stream, DELETE to end a session). Sessions are stateful: the server sets
+#   the Mcp-Session-Id header on the initialize response.
+# - Upstream calls app.listen(PORT) without a host, which binds every
+#   interface. serve-everything.mjs adds HOST (default 127.0.0.1, loopback
+#   only) to that call. PORT=0 picks a free port.
+# - It is ready when stderr shows
+#   "serve-everything: listening on http://127.0.0.1:PORT/mcp".
+#   Upstream also prints "MCP Streamable HTTP Server listening on port PORT"
+#   to stderr, and logs each request to stdout, so drain or redirect stdout.
+
+set -euo pipefail
+
+INFRA_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+DEPS_DIR="$INFRA_DIR/test-deps"
+VENV_DIR="$INFRA_DIR/.venv"
+VENV_STAMP="$VENV_DIR/.requirements.sha256"
+NODE_MODULES_DIR="$DEPS_DIR/node_modules"
+NPM_STAMP="$NODE_MODULES_DIR/.package-lock.sha256"
+PYTHON="${PYTHON:-python3}"
+
+log() {
+    echo "install-test-deps: $*"
+}
+
+fail() {
+    echo "install-test-deps: error: $*" >&2
+    exit 1
+}
+
+# Print the sha256 of the given files' contents followed by the given text.
+fingerprint() {
+    local text="$1"
+    shift
+    { cat "$@"; printf '%s\n' "$text"; } | sha256sum | cut -d' ' -f1
+}
+
+# Print the seconds elapsed since the given `date +%s.%N` value.
+elapsed_since() {
+    awk -v start="$1" -v now="$(date +%s.%N)" 'BEGIN { printf "%.1f", now - start }'
+}
+
+install_python_venv() {
+    command -v "$PYTHON" >/dev/null ||
+        fail "Python interpreter '$PYTHON' not found; install Python 3.10+ or set PYTHON"
+    "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 10))' ||
+        fail "$("$PYTHON" --version 2>&1) is too old; the mcp package needs Python 3.10+ (set PYTHON)"
+
+    local python_version expected
+    python_version="$("$PYTHON" -c 'import sys; print(sys.version)')"
+    expected="$(fingerprint "$python_version" "$DEPS_DIR/requirements.txt")"
+
+    if [[ -x "$VENV_DIR/bin/python" && -f "$VENV_STAMP" && "$(cat "$VENV_STAMP")" == "$expected" ]]; then
+        log "python venv infra/.venv: up to date with requirements.txt, skipped"
+        return
+    fi
+
+    # Debian's own python3 ships ensurepip, which venv needs, in a separate package.
+    if ! "$PYTHON" -c 'import ensurepip' 2>/dev/null; then
+        if [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null; then
+            log "python venv support missing: installing python3-venv with apt-get"
+            apt-get update -qq
+            DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
+        else
+            fail "$PYTHON has no ensurepip module; install python3-venv (apt-get install python3-venv)"
+        fi
+    fi
+
+    local start
+    start="$(date +%s.%N)"
+    rm -rf "$VENV_DIR"
+    "$PYTHON" -m venv "$VENV_DIR"
+    "$VENV_DIR/bin/python" -m pip install --quiet --disable-pip-version-check --no-input \
+        -r "$DEPS_DIR/requirements.txt"
+    echo "$expected" >"$VENV_STAMP"
+    log "python venv infra/.venv: created with $("$PYTHON" --version 2>&1) and installed requirements.txt in $(elapsed_since "$start") s"
+}
+
+install_node_modules() {
+    command -v node >/dev/null || fail "node not found; install Node.js 20 or newer"
+    command -v npm >/dev/null || fail "npm not found; install npm"
+    node -e 'process.exit(Number(process.versions.node.split(".")[0]) < 20 ? 1 : 0)' ||
+        fail "Node.js $(node --version) is too old; server-everything needs Node.js 20 or newer"
+
+    local expected
+    expected="$(fingerprint "$(node --version)" "$DEPS_DIR/package-lock.json")"
+
+    if [[ -f "$NPM_STAMP" && "$(cat "$NPM_STAMP")" == "$expected" &&
+        -f "$NODE_MODULES_DIR/@modelcontextprotocol/server-everything/dist/index.js" ]]; then
+        log "npm packages infra/test-deps/node_modules: up to date with package-lock.json, skipped"
+        return
+    fi
+
+    local start
+    start="$(date +%s.%N)"
+    # npm ci deletes node_modules first, and with it any old stamp.
+    (cd "$DEPS_DIR" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+    echo "$expected" >"$NPM_STAMP"
+    log "npm packages infra/test-deps/node_modules: ran npm ci from package-lock.json in $(elapsed_since "$start") s"
+}
+
+main() {
+    # Serialize concurrent runs, for example two test binaries that both install.
+    exec 9>"$INFRA_DIR/.install-test-deps.lock"
+    flock 9
+
+    install_python_venv
+    install_node_modules
+}
+
+main "$@"

@@ -1,0 +1,100 @@
+//! Storage behind traits, so handlers never know which backend they run on.
+//!
+//! The embedded backend ([`sqlite`]) keeps everything in one SQLite file under `DATA_DIR`
+//! and appends each audit event to `audit.log` as one JSON line.
+
+pub mod sqlite;
+
+use async_trait::async_trait;
+use mcpsec_policy::ModelEntry;
+use time::OffsetDateTime;
+
+use crate::audit::AuditEvent;
+
+/// A store failure. Handlers treat every one as a reason to deny the call (fail closed).
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The backend could not be reached or failed.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// A stored record could not be read back.
+    #[error("corrupt record in store: {0}")]
+    Corrupt(String),
+    /// A conditional write lost: the record changed since the caller read it.
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// The record does not exist.
+    #[error("not found: {0}")]
+    NotFound(String),
+}
+
+/// One saved version of the policy YAML.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct PolicyVersion {
+    /// Opaque version id.
+    pub version: String,
+    /// When it was saved.
+    #[serde(with = "time::serde::rfc3339")]
+    pub saved_at: OffsetDateTime,
+    /// Who saved it: an admin key id, or `import` for a file imported at start.
+    pub author: String,
+    /// Optional note from the author.
+    pub comment: Option<String>,
+    /// The YAML text.
+    pub yaml: String,
+}
+
+/// Summary of one session for listings.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct SessionSummary {
+    /// The session id.
+    pub session_id: String,
+    /// The model of its first call.
+    pub model_id: String,
+    /// Time of the first call.
+    #[serde(with = "time::serde::rfc3339")]
+    pub first_seen: OffsetDateTime,
+    /// Time of the latest call.
+    #[serde(with = "time::serde::rfc3339")]
+    pub last_seen: OffsetDateTime,
+    /// Number of calls.
+    pub calls: u64,
+    /// Number of calls not allowed (denied, unauthorized or error).
+    pub denied: u64,
+}
+
+/// Model keys, stored hashed.
+#[async_trait]
+pub trait KeyStore: Send + Sync {
+    /// Returns every model entry.
+    async fn load_models(&self) -> Result<Vec<ModelEntry>, StoreError>;
+    /// Inserts or replaces one model entry with all its credentials.
+    async fn put_model(&self, entry: &ModelEntry) -> Result<(), StoreError>;
+    /// Whether no model is stored, for the import at first start.
+    async fn is_empty(&self) -> Result<bool, StoreError>;
+}
+
+/// Policy versions; the newest is in force.
+#[async_trait]
+pub trait PolicyStore: Send + Sync {
+    /// Returns the newest version, or `None` when none was ever saved.
+    async fn current(&self) -> Result<Option<PolicyVersion>, StoreError>;
+    /// Saves `yaml` as the newest version if the newest is still `base_version`
+    /// (`None`: only if no version exists); otherwise fails with [`StoreError::Conflict`].
+    async fn save(&self, yaml: &str, base_version: Option<&str>, author: &str, comment: Option<&str>) -> Result<PolicyVersion, StoreError>;
+    /// Lists every version, newest first, without their YAML.
+    async fn versions(&self) -> Result<Vec<PolicyVersion>, StoreError>;
+    /// Returns one version.
+    async fn version(&self, version: &str) -> Result<PolicyVersion, StoreError>;
+}
+
+/// Audit events and session traces.
+#[async_trait]
+pub trait AuditStore: Send + Sync {
+    /// Writes one event durably; returns only once it is on disk (or in the backend).
+    async fn record(&self, event: &AuditEvent) -> Result<(), StoreError>;
+    /// Returns every event of a session, oldest first.
+    async fn session_trace(&self, session_id: &str) -> Result<Vec<AuditEvent>, StoreError>;
+    /// Lists the most recently active sessions, newest first.
+    async fn recent_sessions(&self, limit: usize) -> Result<Vec<SessionSummary>, StoreError>;
+}

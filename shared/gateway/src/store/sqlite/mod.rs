@@ -1,0 +1,194 @@
+//! The embedded backend: one SQLite database and one JSON-lines audit log in a data directory.
+//!
+//! # Threads
+//!
+//! SQLite calls block, so none runs on the async runtime. One writer thread owns the only
+//! writing connection and takes commands from a queue. Reads run on tokio's blocking pool
+//! with their own read-only connections, which WAL mode lets read while the writer writes.
+//!
+//! # Durability and group commit
+//!
+//! The database runs in WAL mode with `synchronous = FULL`, so each commit syncs the WAL.
+//! [`AuditStore::record`] returns only after its event is committed and its line in
+//! `audit.log` is synced. To keep that fast under load, the writer takes every command
+//! queued at that moment (up to 512) as one batch. All audit events in a batch share one
+//! transaction and one `fsync` of the log, and every caller in the batch receives the
+//! batch's result. So the number of syncs grows with the number of batches, not of events.
+//!
+//! `audit.log` is at least once. A stored event is always in it, because the log is synced
+//! before the commit. A commit that fails after that sync leaves lines for events that
+//! were not stored, and their retry writes them again. Receivers drop such duplicates by
+//! `event_id`.
+//!
+//! # Schema
+//!
+//! The schema version is SQLite's `user_version`, and migrations run at [`SqliteStore::open`].
+//! Besides the tables for models, credentials, policy versions and audit events, a
+//! `sessions` table keeps the counts of each session, updated in the transaction that
+//! stores its events, so listing recent sessions reads no events.
+
+mod audit_log;
+mod reader;
+mod rows;
+mod schema;
+mod writer;
+
+use std::fmt::Display;
+use std::fs::{DirBuilder, File};
+use std::path::Path;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use mcpsec_policy::ModelEntry;
+
+use self::audit_log::AuditLog;
+use self::reader::ReaderPool;
+use self::rows::{EventRow, ModelRows};
+use self::writer::{Command, SaveRequest, WriterHandle};
+use crate::audit::AuditEvent;
+use crate::store::{AuditStore, KeyStore, PolicyStore, PolicyVersion, SessionSummary, StoreError};
+
+/// Name of the database file in the data directory.
+pub const DATABASE_FILE: &str = "gateway.sqlite3";
+
+/// Name of the JSON-lines audit log in the data directory.
+pub const AUDIT_LOG_FILE: &str = "audit.log";
+
+/// The embedded store: implements [`KeyStore`], [`PolicyStore`] and [`AuditStore`] on
+/// SQLite in one data directory.
+///
+/// Dropping the store closes its queue. The writer thread then writes whatever was queued
+/// and exits on its own. [`SqliteStore::close`] does the same and waits for the thread.
+///
+/// NOTE: one process at a time should use a data directory. SQLite locking keeps the
+/// database consistent across processes, but lines that two processes append to
+/// `audit.log` at the same time may interleave.
+pub struct SqliteStore {
+    writer: WriterHandle,
+    readers: Arc<ReaderPool>,
+}
+
+impl SqliteStore {
+    /// Opens the store in `data_dir`, creating the directory (mode `0700` on Unix), the
+    /// database and the log if missing, and migrating the schema.
+    ///
+    /// This blocks on file I/O. Call it before serving requests, or on a blocking thread.
+    pub fn open(data_dir: &Path) -> Result<Self, StoreError> {
+        create_data_dir(data_dir)?;
+
+        let database = data_dir.join(DATABASE_FILE);
+        let connection = schema::open_writer(&database)?;
+        let log = AuditLog::open(&data_dir.join(AUDIT_LOG_FILE))?;
+        sync_dir(data_dir)?;
+
+        let readers = Arc::new(ReaderPool::open(database)?);
+        let writer = WriterHandle::spawn(connection, log)?;
+        Ok(Self { writer, readers })
+    }
+
+    /// Writes every queued command, stops the writer thread and closes the database.
+    ///
+    /// Fails when the writer thread panicked or could not be waited for. Callers still waiting
+    /// then receive [`StoreError::Unavailable`].
+    pub async fn close(self) -> Result<(), StoreError> {
+        let Self { writer, readers } = self;
+        drop(readers);
+        writer.close().await
+    }
+}
+
+fn create_data_dir(data_dir: &Path) -> Result<(), StoreError> {
+    let mut builder = DirBuilder::new();
+    builder.recursive(true);
+
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+
+    builder.create(data_dir).map_err(|error| {
+        StoreError::Unavailable(format!(
+            "failed to create data directory `{}`: {error}; check its parent and permissions",
+            data_dir.display()
+        ))
+    })
+}
+
+/// Syncs the directory, so that the entries of newly created files survive power loss.
+fn sync_dir(dir: &Path) -> Result<(), StoreError> {
+    if !cfg!(unix) {
+        return Ok(());
+    }
+
+    let synced = File::open(dir).and_then(|handle| handle.sync_all());
+    synced.map_err(|error| StoreError::Unavailable(format!("failed to sync data directory `{}`: {error}", dir.display())))
+}
+
+/// Wraps a SQLite error in a [`StoreError`] with `context` in front. A stored value of
+/// the wrong type is [`StoreError::Corrupt`]. Any other failure is [`StoreError::Unavailable`].
+fn sqlite_error(context: impl Display) -> impl FnOnce(rusqlite::Error) -> StoreError {
+    move |error| match error {
+        rusqlite::Error::FromSqlConversionFailure(..)
+        | rusqlite::Error::InvalidColumnType(..)
+        | rusqlite::Error::IntegralValueOutOfRange(..)
+        | rusqlite::Error::Utf8Error(..) => StoreError::Corrupt(format!("{context}: {error}")),
+        _ => StoreError::Unavailable(format!("{context}: {error}")),
+    }
+}
+
+#[async_trait]
+impl KeyStore for SqliteStore {
+    async fn load_models(&self) -> Result<Vec<ModelEntry>, StoreError> {
+        self.readers.read(reader::load_models).await
+    }
+
+    async fn put_model(&self, entry: &ModelEntry) -> Result<(), StoreError> {
+        let rows = ModelRows::encode(entry)?;
+        self.writer.request(|reply| Command::PutModel { rows, reply }).await
+    }
+
+    async fn is_empty(&self) -> Result<bool, StoreError> {
+        self.readers.read(reader::has_no_models).await
+    }
+}
+
+#[async_trait]
+impl PolicyStore for SqliteStore {
+    async fn current(&self) -> Result<Option<PolicyVersion>, StoreError> {
+        self.readers.read(reader::current_version).await
+    }
+
+    async fn save(&self, yaml: &str, base_version: Option<&str>, author: &str, comment: Option<&str>) -> Result<PolicyVersion, StoreError> {
+        let request = SaveRequest {
+            yaml: yaml.to_owned(),
+            base_version: base_version.map(str::to_owned),
+            author: author.to_owned(),
+            comment: comment.map(str::to_owned),
+        };
+        self.writer.request(|reply| Command::SavePolicy { request, reply }).await
+    }
+
+    async fn versions(&self) -> Result<Vec<PolicyVersion>, StoreError> {
+        self.readers.read(reader::list_versions).await
+    }
+
+    async fn version(&self, version: &str) -> Result<PolicyVersion, StoreError> {
+        let version = version.to_owned();
+        self.readers.read(move |connection| reader::find_version(connection, &version)).await
+    }
+}
+
+#[async_trait]
+impl AuditStore for SqliteStore {
+    async fn record(&self, event: &AuditEvent) -> Result<(), StoreError> {
+        let row = EventRow::encode(event)?;
+        self.writer.request(|reply| Command::Record { row, reply }).await
+    }
+
+    async fn session_trace(&self, session_id: &str) -> Result<Vec<AuditEvent>, StoreError> {
+        let session_id = session_id.to_owned();
+        self.readers.read(move |connection| reader::session_trace(connection, &session_id)).await
+    }
+
+    async fn recent_sessions(&self, limit: usize) -> Result<Vec<SessionSummary>, StoreError> {
+        self.readers.read(move |connection| reader::recent_sessions(connection, limit)).await
+    }
+}

@@ -1,0 +1,292 @@
+//! The writer thread: the only connection that writes, fed by a queue.
+
+use std::mem;
+use std::thread::JoinHandle;
+
+use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
+use time::OffsetDateTime;
+use tokio::sync::{mpsc, oneshot};
+
+use super::audit_log::AuditLog;
+use super::rows::{EventRow, ModelRows, format_time, version_id};
+use super::sqlite_error;
+use crate::store::{PolicyVersion, StoreError};
+
+/// Maximum number of queued commands that the writer takes as one batch. Every audit event
+/// in a batch shares one transaction and one sync of the log.
+const MAX_BATCH: usize = 512;
+
+/// Maximum number of commands waiting in the queue. Further senders wait for room.
+const QUEUE_CAPACITY: usize = 4096;
+
+type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
+
+/// A write for the writer thread, with the channel that receives its result.
+pub(super) enum Command {
+    /// Stores one audit event.
+    Record { row: EventRow, reply: Reply<()> },
+    /// Replaces one model and its credentials.
+    PutModel { rows: ModelRows, reply: Reply<()> },
+    /// Saves a policy version if the newest is still the base version.
+    SavePolicy { request: SaveRequest, reply: Reply<PolicyVersion> },
+}
+
+/// The arguments of [`crate::store::PolicyStore::save`].
+pub(super) struct SaveRequest {
+    pub(super) yaml: String,
+    pub(super) base_version: Option<String>,
+    pub(super) author: String,
+    pub(super) comment: Option<String>,
+}
+
+/// The sending end of the writer's queue and its thread.
+pub(super) struct WriterHandle {
+    commands: mpsc::Sender<Command>,
+    thread: JoinHandle<()>,
+}
+
+impl WriterHandle {
+    /// Starts the writer thread, which owns `connection` and `log` until the handle is
+    /// dropped or closed.
+    pub(super) fn spawn(connection: Connection, log: AuditLog) -> Result<Self, StoreError> {
+        let (commands, queue) = mpsc::channel(QUEUE_CAPACITY);
+        let writer = Writer { connection, log };
+
+        let thread = std::thread::Builder::new()
+            .name("sqlite-writer".to_owned())
+            .spawn(move || writer.run(queue))
+            .map_err(|error| StoreError::Unavailable(format!("failed to start the SQLite writer thread: {error}")))?;
+        Ok(Self { commands, thread })
+    }
+
+    /// Queues the command built by `command` and waits for its result.
+    pub(super) async fn request<T>(&self, command: impl FnOnce(Reply<T>) -> Command) -> Result<T, StoreError> {
+        let (reply, result) = oneshot::channel();
+        self.commands.send(command(reply)).await.map_err(|_| writer_stopped())?;
+        result.await.map_err(|_| writer_stopped())?
+    }
+
+    /// Closes the queue and waits until the thread has written everything queued before.
+    pub(super) async fn close(self) -> Result<(), StoreError> {
+        let Self { commands, thread } = self;
+        drop(commands);
+
+        match tokio::task::spawn_blocking(move || thread.join()).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(StoreError::Unavailable("the SQLite writer thread panicked while it finished its queue".to_owned())),
+            Err(error) => Err(StoreError::Unavailable(format!("failed to wait for the SQLite writer thread: {error}"))),
+        }
+    }
+}
+
+fn writer_stopped() -> StoreError {
+    StoreError::Unavailable("the SQLite writer thread has stopped; restart the gateway".to_owned())
+}
+
+/// State owned by the writer thread.
+struct Writer {
+    connection: Connection,
+    log: AuditLog,
+}
+
+impl Writer {
+    /// Executes batches until every sender is gone and the queue is empty.
+    fn run(mut self, mut queue: mpsc::Receiver<Command>) {
+        while let Some(first) = queue.blocking_recv() {
+            let batch = take_batch(first, &mut queue);
+            self.execute(batch);
+        }
+    }
+
+    /// Executes commands in queue order. Consecutive audit events are committed together.
+    fn execute(&mut self, batch: Vec<Command>) {
+        let mut records = Vec::new();
+        for command in batch {
+            match command {
+                Command::Record { row, reply } => records.push((row, reply)),
+                Command::PutModel { rows, reply } => {
+                    self.commit_records(mem::take(&mut records));
+                    answer(reply, put_model(&mut self.connection, &rows));
+                }
+                Command::SavePolicy { request, reply } => {
+                    self.commit_records(mem::take(&mut records));
+                    answer(reply, save_policy(&mut self.connection, &request));
+                }
+            }
+        }
+        self.commit_records(records);
+    }
+
+    /// Writes audit events in one transaction and one log sync, then sends every caller the
+    /// same result.
+    fn commit_records(&mut self, records: Vec<(EventRow, Reply<()>)>) {
+        if records.is_empty() {
+            return;
+        }
+
+        let (rows, replies): (Vec<_>, Vec<_>) = records.into_iter().unzip();
+        let result = write_events(&mut self.connection, &mut self.log, &rows);
+        for reply in replies {
+            answer(reply, result.as_ref().copied().map_err(copy_error));
+        }
+    }
+}
+
+/// Takes `first` and whatever else is queued, up to [`MAX_BATCH`] commands, without waiting.
+fn take_batch(first: Command, queue: &mut mpsc::Receiver<Command>) -> Vec<Command> {
+    let mut batch = vec![first];
+    while batch.len() < MAX_BATCH {
+        match queue.try_recv() {
+            Ok(command) => batch.push(command),
+            Err(_) => break,
+        }
+    }
+    batch
+}
+
+/// Sends a result to a caller, which may have stopped waiting.
+fn answer<T>(reply: Reply<T>, result: Result<T, StoreError>) {
+    let _ = reply.send(result);
+}
+
+fn copy_error(error: &StoreError) -> StoreError {
+    match error {
+        StoreError::Unavailable(message) => StoreError::Unavailable(message.clone()),
+        StoreError::Corrupt(message) => StoreError::Corrupt(message.clone()),
+        StoreError::Conflict(message) => StoreError::Conflict(message.clone()),
+        StoreError::NotFound(message) => StoreError::NotFound(message.clone()),
+    }
+}
+
+/// Inserts the events, appends and syncs their log lines, then commits.
+///
+/// The log is synced before the commit, so a stored event is always in the log. When the
+/// commit fails after the sync, the log contains lines for events that were not stored, and a
+/// retry writes them again with the same event id.
+fn write_events(connection: &mut Connection, log: &mut AuditLog, rows: &[EventRow]) -> Result<(), StoreError> {
+    let transaction = connection
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(sqlite_error("failed to begin storing audit events"))?;
+    let lines = insert_events(&transaction, rows).map_err(sqlite_error("failed to insert audit events"))?;
+
+    log.append(&lines)?;
+    transaction.commit().map_err(sqlite_error("failed to commit audit events"))
+}
+
+const INSERT_EVENT: &str = "
+INSERT INTO audit_events (event_id, session_id, model_id, time_ns, decision, event)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+ON CONFLICT (event_id) DO NOTHING";
+
+/// In an upsert, every column name on the right of `SET` reads the row as it was.
+const UPSERT_SESSION: &str = "
+INSERT INTO sessions (session_id, model_id, first_seen_ns, last_seen_ns, calls, denied)
+VALUES (?1, ?2, ?3, ?3, 1, ?4)
+ON CONFLICT (session_id) DO UPDATE SET
+    model_id = CASE WHEN excluded.first_seen_ns < first_seen_ns THEN excluded.model_id ELSE model_id END,
+    first_seen_ns = min(first_seen_ns, excluded.first_seen_ns),
+    last_seen_ns = max(last_seen_ns, excluded.last_seen_ns),
+    calls = calls + 1,
+    denied = denied + excluded.denied";
+
+/// Inserts events and updates their sessions, and returns the log lines of the new events.
+///
+/// An event whose id is already stored is skipped, because its first write committed and
+/// so its line is already in the log.
+fn insert_events(transaction: &Transaction<'_>, rows: &[EventRow]) -> rusqlite::Result<Vec<u8>> {
+    let mut insert_event = transaction.prepare_cached(INSERT_EVENT)?;
+    let mut upsert_session = transaction.prepare_cached(UPSERT_SESSION)?;
+    let mut lines = Vec::with_capacity(rows.iter().map(|row| row.json.len() + 1).sum());
+
+    for row in rows {
+        let inserted = insert_event.execute(params![row.event_id, row.session_id, row.model_id, row.time_ns, row.decision, row.json])?;
+        if inserted == 0 {
+            continue;
+        }
+
+        upsert_session.execute(params![row.session_id, row.model_id, row.time_ns, i64::from(row.denied)])?;
+        lines.extend_from_slice(row.json.as_bytes());
+        lines.push(b'\n');
+    }
+    Ok(lines)
+}
+
+fn put_model(connection: &mut Connection, rows: &ModelRows) -> Result<(), StoreError> {
+    replace_model(connection, rows).map_err(sqlite_error(format!("failed to store model `{}`", rows.model_id)))
+}
+
+/// Replaces the model row and all its credentials in one transaction.
+fn replace_model(connection: &mut Connection, rows: &ModelRows) -> rusqlite::Result<()> {
+    let transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    transaction.execute(
+        "INSERT INTO models (model_id, tools, revoked) VALUES (?1, ?2, ?3)
+         ON CONFLICT (model_id) DO UPDATE SET tools = excluded.tools, revoked = excluded.revoked",
+        params![rows.model_id, rows.tools, rows.revoked],
+    )?;
+    transaction.execute("DELETE FROM credentials WHERE model_id = ?1", [&rows.model_id])?;
+
+    {
+        let mut insert = transaction
+            .prepare("INSERT INTO credentials (model_id, position, key_hash, key_id, expires, revoked) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")?;
+        for (position, credential) in (0_i64..).zip(&rows.credentials) {
+            insert.execute(params![rows.model_id, position, credential.hash, credential.key_id, credential.expires, credential.revoked])?;
+        }
+    }
+    transaction.commit()
+}
+
+/// Saves a policy version if the newest is still the base version, with the check and the
+/// insert in one `IMMEDIATE` transaction, so that no other connection can write in between.
+fn save_policy(connection: &mut Connection, request: &SaveRequest) -> Result<PolicyVersion, StoreError> {
+    let transaction =
+        connection.transaction_with_behavior(TransactionBehavior::Immediate).map_err(sqlite_error("failed to begin saving the policy"))?;
+    let newest = newest_version(&transaction).map_err(sqlite_error("failed to read the current policy version"))?;
+    check_base(newest.as_ref().map(|(_, version)| version.as_str()), request.base_version.as_deref())?;
+
+    let seq = newest.map_or(1, |(seq, _)| seq.saturating_add(1));
+    let saved = PolicyVersion {
+        version: version_id(seq),
+        saved_at: OffsetDateTime::now_utc(),
+        author: request.author.clone(),
+        comment: request.comment.clone(),
+        yaml: request.yaml.clone(),
+    };
+    insert_version(&transaction, seq, &saved)?;
+
+    transaction.commit().map_err(sqlite_error(format!("failed to commit policy version `{}`", saved.version)))?;
+    Ok(saved)
+}
+
+fn newest_version(transaction: &Transaction<'_>) -> rusqlite::Result<Option<(i64, String)>> {
+    transaction
+        .query_row("SELECT seq, version FROM policy_versions ORDER BY seq DESC LIMIT 1", [], |row| Ok((row.get(0)?, row.get(1)?)))
+        .optional()
+}
+
+/// Checks the caller's base version against the newest stored one.
+fn check_base(current: Option<&str>, base: Option<&str>) -> Result<(), StoreError> {
+    match (current, base) {
+        (None, None) => Ok(()),
+        (Some(current), Some(base)) if current == base => Ok(()),
+        (Some(current), Some(base)) => Err(StoreError::Conflict(format!(
+            "base version `{base}` is no longer the current policy version `{current}`; reload the policy and apply the change again"
+        ))),
+        (Some(current), None) => {
+            Err(StoreError::Conflict(format!("the policy already has version `{current}`; pass it as the base version")))
+        }
+        (None, Some(base)) => Err(StoreError::Conflict(format!(
+            "base version `{base}` does not exist because no policy version was saved yet; save without a base version"
+        ))),
+    }
+}
+
+fn insert_version(transaction: &Transaction<'_>, seq: i64, saved: &PolicyVersion) -> Result<(), StoreError> {
+    let saved_at = format_time(saved.saved_at, "save time")?;
+    transaction
+        .execute(
+            "INSERT INTO policy_versions (seq, version, saved_at, author, comment, yaml) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![seq, saved.version, saved_at, saved.author, saved.comment, saved.yaml],
+        )
+        .map_err(sqlite_error(format!("failed to insert policy version `{}`", saved.version)))?;
+    Ok(())
+}

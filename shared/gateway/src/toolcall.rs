@@ -1,0 +1,281 @@
+//! The path of one tool call, shared by the REST and MCP routes: authenticate, authorize,
+//! record, forward, record the outcome.
+//!
+//! The audit event of a call is written before anything is forwarded, so a forwarded call
+//! always has its record even if the gateway dies while the upstream works. The outcome is then
+//! written under the same event id before the caller gets an answer. When the first write
+//! fails, the call is denied and nothing is forwarded.
+
+use std::time::Instant;
+
+use mcpsec_policy::{AuthError, Decision, Principal, Request, authorize};
+use serde_json::Value;
+use time::OffsetDateTime;
+
+use crate::audit::{AuditEvent, Outcome, Route, UpstreamOutcome};
+use crate::state::AppState;
+use crate::upstream::UpstreamError;
+
+/// A tool call as the routes hand it over.
+#[derive(Debug, Clone, Copy)]
+pub struct CallRequest<'a> {
+    /// REST or MCP.
+    pub route: Route,
+    /// The session the call belongs to.
+    pub session_id: &'a str,
+    /// The tool the model asks for.
+    pub tool_name: &'a str,
+    /// The tool's arguments.
+    pub arguments: &'a Value,
+}
+
+/// Who is calling: a model id claimed in the body with a key (REST), or a key alone (MCP).
+#[derive(Debug, Clone, Copy)]
+pub enum Caller<'a> {
+    /// The REST route names the model in the body.
+    Claimed {
+        /// The model id from the body.
+        model_id: &'a str,
+        /// The presented key.
+        key: Option<&'a str>,
+    },
+    /// The MCP route identifies the model by its key.
+    Key(Option<&'a str>),
+}
+
+/// How a call ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CallOutcome {
+    /// The key was missing, unknown, wrong, expired or revoked.
+    Unauthorized {
+        /// Why, as shown to the caller.
+        reason: String,
+        /// The audit event.
+        event_id: String,
+    },
+    /// Out of scope, denied by policy or by a limit.
+    Denied {
+        /// Why.
+        reason: String,
+        /// Every rule that matched and limit reached.
+        rules: Vec<String>,
+        /// The audit event.
+        event_id: String,
+    },
+    /// The upstream answered; `result` is its `CallToolResult`, unchanged.
+    Completed {
+        /// The upstream's result.
+        result: Value,
+        /// The audit event.
+        event_id: String,
+    },
+    /// The upstream failed, timed out, or no upstream owns the tool.
+    UpstreamFailed {
+        /// Why.
+        reason: String,
+        /// Whether it timed out.
+        timeout: bool,
+        /// The audit event.
+        event_id: String,
+    },
+    /// The gateway could not decide or record the call, so it was denied and not forwarded.
+    Unavailable {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Runs one tool call through the gateway.
+pub async fn handle(state: &AppState, caller: Caller<'_>, call: CallRequest<'_>) -> CallOutcome {
+    let started = Instant::now();
+    let now = OffsetDateTime::now_utc();
+    let mut event = new_event(state, caller, &call, now);
+
+    let (Some(keys), Some(policy)) = (state.keys(), state.policy()) else {
+        return CallOutcome::Unavailable { reason: "gateway state is unavailable; the call was not forwarded".to_owned() };
+    };
+    let principal = match authenticate(&keys, caller, now) {
+        Ok(principal) => principal,
+        Err(error) => return reject_unauthorized(state, event, &error, started).await,
+    };
+    event.model_id = principal.model_id().to_owned();
+    event.key_id = Some(principal.credential.key_id());
+
+    let Some(decision) = decide(state, &principal, &policy, &call, now) else {
+        return CallOutcome::Unavailable { reason: "call counters are unavailable; the call was not forwarded".to_owned() };
+    };
+    fill_decision(&mut event, &decision);
+    if !decision.is_allowed() {
+        return reject_denied(state, event, started).await;
+    }
+
+    event.latency_ms = elapsed_ms(started);
+    if let Err(error) = state.audit().record(&event).await {
+        tracing::error!(event.id = %event.event_id, error = %error, "audit write failed; call denied");
+        return CallOutcome::Unavailable { reason: format!("the audit record could not be written ({error}); the call was not forwarded") };
+    }
+    forward(state, event, &call, started).await
+}
+
+fn authenticate<'k>(keys: &'k mcpsec_policy::KeySet, caller: Caller<'_>, now: OffsetDateTime) -> Result<Principal<'k>, AuthError> {
+    match caller {
+        Caller::Claimed { model_id, key } => keys.authenticate(model_id, key, now),
+        Caller::Key(key) => keys.authenticate_key(key, now),
+    }
+}
+
+/// Decides the call and, when it is allowed, counts it against its limits, under one lock so
+/// that concurrent calls cannot overrun a limit. `None` when the counters are unusable.
+fn decide(state: &AppState, principal: &Principal<'_>, policy: &mcpsec_policy::Policy, call: &CallRequest<'_>, now: OffsetDateTime) -> Option<Decision> {
+    let mut counters = state.counters()?;
+    let request = Request {
+        model_id: principal.model_id(),
+        session_id: call.session_id,
+        tool_name: call.tool_name,
+        input: call.arguments,
+        calls: &*counters,
+    };
+    let decision = authorize(principal, policy, &request, now);
+    if decision.is_allowed() && !decision.counted.is_empty() {
+        counters.record(&decision.counted, now);
+    }
+    Some(decision)
+}
+
+async fn forward(state: &AppState, mut event: AuditEvent, call: &CallRequest<'_>, started: Instant) -> CallOutcome {
+    let Some((client, upstream_tool)) = state.upstreams().route(call.tool_name) else {
+        let reason = format!("no upstream MCP server owns tool `{}`; set TOOL_SERVER_URL or UPSTREAMS_FILE", call.tool_name);
+        event.upstream = Some(UpstreamOutcome { upstream: String::new(), status: "error".into(), latency_ms: 0.0, response_bytes: 0, error: Some(reason.clone()) });
+        return finish(state, event, started, CallOutcome::UpstreamFailed { reason, timeout: false, event_id: String::new() }).await;
+    };
+
+    let upstream_started = Instant::now();
+    let result = client.call_tool(&upstream_tool, call.arguments).await;
+    let latency_ms = elapsed_ms(upstream_started);
+    let upstream = client.name().to_owned();
+    let (outcome, summary) = match result {
+        Ok(result) => {
+            let bytes = serde_json::to_vec(&result).map_or(0, |body| body.len() as u64);
+            let status = if result.get("isError").and_then(Value::as_bool) == Some(true) { "tool_error" } else { "ok" };
+            let summary = UpstreamOutcome { upstream, status: status.into(), latency_ms, response_bytes: bytes, error: None };
+            (CallOutcome::Completed { result, event_id: String::new() }, summary)
+        }
+        Err(error) => upstream_failure(upstream, latency_ms, &error),
+    };
+    event.upstream = Some(summary);
+    finish(state, event, started, outcome).await
+}
+
+fn upstream_failure(upstream: String, latency_ms: f64, error: &UpstreamError) -> (CallOutcome, UpstreamOutcome) {
+    let timeout = error.is_timeout();
+    let status = if timeout { "timeout" } else { "error" };
+    let reason = error.to_string();
+    let summary = UpstreamOutcome { upstream, status: status.into(), latency_ms, response_bytes: 0, error: Some(reason.clone()) };
+    (CallOutcome::UpstreamFailed { reason, timeout, event_id: String::new() }, summary)
+}
+
+/// Writes the outcome under the call's event id and answers. A failed write is logged but the
+/// answer stands, because the call has already happened and its first record is durable.
+async fn finish(state: &AppState, mut event: AuditEvent, started: Instant, outcome: CallOutcome) -> CallOutcome {
+    event.latency_ms = elapsed_ms(started);
+    if let Err(error) = state.audit().record(&event).await {
+        tracing::error!(event.id = %event.event_id, error = %error, "audit outcome write failed");
+    }
+    log_call(&event);
+    with_event_id(outcome, event.event_id)
+}
+
+async fn reject_unauthorized(state: &AppState, mut event: AuditEvent, error: &AuthError, started: Instant) -> CallOutcome {
+    event.decision = Outcome::Unauthorized;
+    event.reason = error.to_string();
+    event.latency_ms = elapsed_ms(started);
+    let recorded = state.audit().record(&event).await;
+    log_call(&event);
+    if let Err(error) = recorded {
+        tracing::error!(event.id = %event.event_id, error = %error, "audit write failed for a rejected call");
+    }
+    CallOutcome::Unauthorized { reason: public_auth_reason(error), event_id: event.event_id }
+}
+
+async fn reject_denied(state: &AppState, mut event: AuditEvent, started: Instant) -> CallOutcome {
+    event.latency_ms = elapsed_ms(started);
+    let recorded = state.audit().record(&event).await;
+    log_call(&event);
+    if let Err(error) = recorded {
+        tracing::error!(event.id = %event.event_id, error = %error, "audit write failed for a denied call");
+    }
+    CallOutcome::Denied { reason: event.reason, rules: event.rules, event_id: event.event_id }
+}
+
+/// The reason shown to a caller whose key was not accepted. Unknown models, unknown keys and
+/// wrong keys read the same, so a caller cannot probe which model ids exist; the audit event
+/// keeps the precise reason.
+fn public_auth_reason(error: &AuthError) -> String {
+    match error {
+        AuthError::MissingKey => error.to_string(),
+        AuthError::UnknownModel(_) | AuthError::UnknownKey | AuthError::WrongKey(_) => "invalid model id or key".to_owned(),
+        AuthError::Expired { .. } => "the model key has expired; ask an admin for a new key".to_owned(),
+        AuthError::Revoked { .. } => "the model key has been revoked".to_owned(),
+    }
+}
+
+fn new_event(state: &AppState, caller: Caller<'_>, call: &CallRequest<'_>, now: OffsetDateTime) -> AuditEvent {
+    let claimed = match caller {
+        Caller::Claimed { model_id, .. } => model_id.to_owned(),
+        Caller::Key(_) => String::new(),
+    };
+    AuditEvent {
+        event_id: uuid::Uuid::now_v7().to_string(),
+        time: now,
+        session_id: call.session_id.to_owned(),
+        model_id: claimed,
+        key_id: None,
+        route: call.route,
+        tool_name: call.tool_name.to_owned(),
+        input: state.options().audit_tool_input.then(|| call.arguments.clone()),
+        decision: Outcome::Error,
+        reason: String::new(),
+        rule: None,
+        rules: Vec::new(),
+        shadow: None,
+        upstream: None,
+        latency_ms: 0.0,
+    }
+}
+
+fn fill_decision(event: &mut AuditEvent, decision: &Decision) {
+    event.decision = if decision.is_allowed() { Outcome::Allow } else { Outcome::Deny };
+    event.reason.clone_from(&decision.verdict.reason);
+    event.rule.clone_from(&decision.verdict.rule);
+    event.rules = decision.matched_ids().into_iter().map(str::to_owned).collect();
+    event.shadow = decision.shadow.as_ref().and_then(|shadow| serde_json::to_value(shadow).ok());
+}
+
+fn with_event_id(outcome: CallOutcome, id: String) -> CallOutcome {
+    match outcome {
+        CallOutcome::Completed { result, .. } => CallOutcome::Completed { result, event_id: id },
+        CallOutcome::UpstreamFailed { reason, timeout, .. } => CallOutcome::UpstreamFailed { reason, timeout, event_id: id },
+        other => other,
+    }
+}
+
+fn log_call(event: &AuditEvent) {
+    let upstream_status = event.upstream.as_ref().map(|upstream| upstream.status.as_str());
+    tracing::info!(
+        event.id = %event.event_id,
+        session.id = %event.session_id,
+        model.id = %event.model_id,
+        key.id = event.key_id.as_deref(),
+        tool.name = %event.tool_name,
+        route = ?event.route,
+        decision = ?event.decision,
+        rule.ids = ?event.rules,
+        upstream.status = upstream_status,
+        latency_ms = event.latency_ms,
+        "tool call"
+    );
+}
+
+fn elapsed_ms(started: Instant) -> f64 {
+    started.elapsed().as_secs_f64() * 1000.0
+}

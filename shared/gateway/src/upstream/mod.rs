@@ -1,0 +1,32 @@
+//! Clients for the real MCP servers behind the gateway, over the Streamable HTTP transport of
+//! MCP revisions 2025-03-26, 2025-06-18 and 2025-11-25.
+//!
+//! The client is written on `reqwest` rather than taken from `rmcp` for two reasons. The
+//! gateway must pass a `CallToolResult` on as the raw JSON the server sent, without a round trip
+//! through typed structs that could drop or reshape fields. It must also decide itself when a
+//! session is opened again.
+//!
+//! * [`UpstreamClient`]: one server. It opens a session on first use, reopens it once when
+//!   the server reports it expired, and reads replies sent as JSON or as an event stream.
+//! * [`Upstreams`]: every server and the routing of tool names to them, from
+//!   `TOOL_SERVER_URL` or an upstreams file.
+//! * [`UpstreamError`] and [`UpstreamConfigError`]: what can fail, naming the upstream or the
+//!   file position.
+//!
+//! The client skips requests and notifications that a server puts into an event stream while it
+//! waits for its response. It sends no reply to a server request such as `sampling/createMessage`.
+
+mod client;
+mod config;
+mod error;
+mod jsonrpc;
+mod routing;
+mod sse;
+mod transport;
+
+pub use client::{
+    DEFAULT_MAX_RESPONSE_BYTES, MAX_TOOL_PAGES, REQUESTED_PROTOCOL_VERSION, SUPPORTED_PROTOCOL_VERSIONS, UpstreamClient,
+};
+pub use config::DEFAULT_TIMEOUT;
+pub use error::UpstreamError;
+pub use routing::{DEFAULT_UPSTREAM_NAME, TOOL_SERVER_URL, UPSTREAMS_FILE, UpstreamConfigError, Upstreams};

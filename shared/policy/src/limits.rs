@@ -1,0 +1,114 @@
+//! Call counting for rate limits.
+//!
+//! The policy decides whether a limit is reached from counts the caller supplies through
+//! [`CallCounts`], so the decision stays pure. [`WindowCounters`] is an exact in-memory
+//! sliding-window counter for callers that count in one process; callers that share counts
+//! between processes implement [`CallCounts`] over their store.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::Duration;
+
+use time::OffsetDateTime;
+
+use crate::policy::Per;
+
+/// Identifies one counter: a limit and the session or model it counts.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct LimitKey {
+    /// The limit's id in the policy.
+    pub limit_id: String,
+    /// Whether `subject` is a session id or a model id.
+    pub per: Per,
+    /// The session id or model id.
+    pub subject: String,
+}
+
+/// A counter that an allowed call must be added to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CountedLimit {
+    /// Which counter.
+    pub key: LimitKey,
+    /// The limit's window.
+    pub window: Duration,
+    /// The limit's maximum number of calls in the window.
+    pub max_calls: u64,
+}
+
+/// Source of the number of earlier calls counted against a limit.
+pub trait CallCounts {
+    /// Returns how many calls were recorded for `key` in the `window` that ends at `now`.
+    fn calls(&self, key: &LimitKey, window: Duration, now: OffsetDateTime) -> u64;
+}
+
+/// Counts nothing: every limit sees zero earlier calls. For one-off checks such as the
+/// command line, where there is no traffic to count.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoCalls;
+
+impl CallCounts for NoCalls {
+    fn calls(&self, _key: &LimitKey, _window: Duration, _now: OffsetDateTime) -> u64 {
+        0
+    }
+}
+
+/// Exact sliding-window counters kept in memory.
+///
+/// Each counter keeps the instants of its most recent calls, at most `max_calls` of them,
+/// so memory is bounded by the number of active counters times their limits.
+#[derive(Debug, Default)]
+pub struct WindowCounters {
+    counters: HashMap<LimitKey, VecDeque<OffsetDateTime>>,
+}
+
+impl WindowCounters {
+    /// Creates empty counters.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds one call at `now` to each counter in `limits`.
+    pub fn record(&mut self, limits: &[CountedLimit], now: OffsetDateTime) {
+        for limit in limits {
+            let calls = self.counters.entry(limit.key.clone()).or_default();
+            drop_older_than(calls, now - limit.window);
+            calls.push_back(now);
+            let cap = usize::try_from(limit.max_calls).unwrap_or(usize::MAX).max(1);
+            while calls.len() > cap {
+                calls.pop_front();
+            }
+        }
+    }
+
+    /// Forgets counters with no call newer than `max_window` before `now`.
+    pub fn prune(&mut self, now: OffsetDateTime, max_window: Duration) {
+        let horizon = now - max_window;
+        self.counters.retain(|_, calls| calls.back().is_some_and(|last| *last > horizon));
+    }
+
+    /// Number of live counters.
+    pub fn len(&self) -> usize {
+        self.counters.len()
+    }
+
+    /// Whether no counter is live.
+    pub fn is_empty(&self) -> bool {
+        self.counters.is_empty()
+    }
+}
+
+impl CallCounts for WindowCounters {
+    fn calls(&self, key: &LimitKey, window: Duration, now: OffsetDateTime) -> u64 {
+        let Some(calls) = self.counters.get(key) else {
+            return 0;
+        };
+        let horizon = now - window;
+        let recent = calls.iter().rev().take_while(|instant| **instant > horizon).count();
+        u64::try_from(recent).unwrap_or(u64::MAX)
+    }
+}
+
+fn drop_older_than(calls: &mut VecDeque<OffsetDateTime>, horizon: OffsetDateTime) {
+    while calls.front().is_some_and(|instant| *instant <= horizon) {
+        calls.pop_front();
+    }
+}

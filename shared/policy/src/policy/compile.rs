@@ -1,0 +1,262 @@
+//! Validation of a parsed policy document into a [`Policy`].
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use serde_saphyr::Spanned;
+
+use super::condition::{Condition, Test, check_pointer};
+use super::schema::{RawCondition, RawLimit, RawPolicy, RawRule};
+use super::{Effect, Limit, Mode, Policy, Rule};
+use crate::error::{Position, Problem};
+use crate::glob::{Pattern, PatternIndex};
+use crate::yaml::position_of;
+
+/// The only schema version this crate reads.
+const SCHEMA_VERSION: u32 = 1;
+
+/// Longest accepted limit window. Counters for longer windows would hold state for weeks.
+const MAX_WINDOW: Duration = Duration::from_secs(7 * 24 * 3600);
+
+pub(super) fn empty(default: Effect) -> Policy {
+    Policy { default, mode: Mode::Enforce, rules: Vec::new(), limits: Vec::new(), tool_index: PatternIndex::default() }
+}
+
+pub(super) fn compile(raw: RawPolicy) -> Result<Policy, Vec<Problem>> {
+    let mut problems = Vec::new();
+
+    if let Some(version) = &raw.version
+        && version.value != SCHEMA_VERSION
+    {
+        let message = format!("unsupported schema version {}; this gateway reads version {SCHEMA_VERSION}", version.value);
+        problems.push(Problem::new(position_of(version.referenced), "version", message));
+    }
+
+    let mut seen_ids: HashMap<String, Option<Position>> = HashMap::new();
+    let mut rules = Vec::with_capacity(raw.rules.len());
+    for (index, rule) in raw.rules.into_iter().enumerate() {
+        let field = format!("rules[{index}]");
+        check_unique_id(&rule.value.id, &field, &mut seen_ids, &mut problems);
+        if let Some(checked) = check_rule(rule, &field, &mut problems) {
+            rules.push(checked);
+        }
+    }
+
+    let mut limits = Vec::with_capacity(raw.limits.len());
+    for (index, limit) in raw.limits.into_iter().enumerate() {
+        let field = format!("limits[{index}]");
+        check_unique_id(&limit.value.id, &field, &mut seen_ids, &mut problems);
+        if let Some(checked) = check_limit(limit, &field, &mut problems) {
+            limits.push(checked);
+        }
+    }
+
+    if !problems.is_empty() {
+        problems.sort_by_key(|problem| problem.position.map(|p| (p.line, p.column)));
+        return Err(problems);
+    }
+
+    rules.sort_by(|a, b| a.0.id.cmp(&b.0.id));
+    limits.sort_by(|a, b| a.id.cmp(&b.id));
+    let mut tool_patterns = Vec::new();
+    let rules = rules
+        .into_iter()
+        .enumerate()
+        .map(|(position, (rule, tools))| {
+            tool_patterns.extend(tools.into_iter().map(|pattern| (pattern, position)));
+            rule
+        })
+        .collect();
+
+    let default = raw.default.unwrap_or(Effect::Deny);
+    Ok(Policy { default, mode: raw.mode, rules, limits, tool_index: PatternIndex::new(tool_patterns) })
+}
+
+fn check_unique_id(id: &Spanned<String>, field: &str, seen: &mut HashMap<String, Option<Position>>, problems: &mut Vec<Problem>) {
+    let position = position_of(id.referenced);
+    let field = format!("{field}.id");
+    let value = id.value.as_str();
+
+    if value.is_empty() {
+        problems.push(Problem::new(position, field, "a rule id cannot be empty"));
+        return;
+    }
+    if let Some(bad) = value.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':'))) {
+        let message = format!("invalid rule id `{value}`: character `{bad}` is not allowed; use letters, digits, `-`, `_`, `.` and `:`");
+        problems.push(Problem::new(position, field, message));
+        return;
+    }
+    if let Some(first) = seen.get(value) {
+        let first_line = first.map_or_else(String::new, |p| format!(" (first defined on line {})", p.line));
+        problems.push(Problem::new(position, field, format!("duplicate rule id `{value}`{first_line}; ids must be unique across rules and limits")));
+        return;
+    }
+    seen.insert(value.to_owned(), position);
+}
+
+/// Compiles a rule, returning it with its tool patterns for the index.
+fn check_rule(rule: Spanned<RawRule>, field: &str, problems: &mut Vec<Problem>) -> Option<(Rule, Vec<Pattern>)> {
+    let before = problems.len();
+    let raw = rule.value;
+
+    if raw.reason.value.trim().is_empty() {
+        problems.push(Problem::new(position_of(raw.reason.referenced), format!("{field}.reason"), "a reason cannot be empty; it is shown to the caller and in the audit trail"));
+    }
+    let tools = check_patterns(Some(&raw.tools), &format!("{field}.tools"), problems);
+    let models = check_patterns(raw.models.as_ref(), &format!("{field}.models"), problems);
+    let conditions: Vec<Condition> = raw
+        .when
+        .into_iter()
+        .enumerate()
+        .filter_map(|(index, condition)| check_condition(condition, &format!("{field}.when[{index}]"), problems))
+        .collect();
+
+    if problems.len() > before {
+        return None;
+    }
+    let models = (!models.iter().all(Pattern::matches_everything)).then_some(models);
+    let rule = Rule { id: raw.id.value, action: raw.action, reason: raw.reason.value, models, conditions, mode: raw.mode };
+    Some((rule, tools))
+}
+
+fn check_limit(limit: Spanned<RawLimit>, field: &str, problems: &mut Vec<Problem>) -> Option<Limit> {
+    let before = problems.len();
+    let raw = limit.value;
+
+    if raw.max_calls.value == 0 {
+        let message = "`max_calls` must be at least 1; to block these calls write a deny rule";
+        problems.push(Problem::new(position_of(raw.max_calls.referenced), format!("{field}.max_calls"), message));
+    }
+    let window = check_window(&raw.window, &format!("{field}.window"), problems);
+    let tools = check_patterns(raw.tools.as_ref(), &format!("{field}.tools"), problems);
+    let models = check_patterns(raw.models.as_ref(), &format!("{field}.models"), problems);
+
+    if problems.len() > before {
+        return None;
+    }
+    let window = window?;
+    let reason = raw.reason.unwrap_or_else(|| {
+        format!("call limit `{}` reached: at most {} calls per {} per {}", raw.id.value, raw.max_calls.value, humantime::format_duration(window), raw.per.as_str())
+    });
+    Some(Limit {
+        id: raw.id.value,
+        per: raw.per,
+        max_calls: raw.max_calls.value,
+        window,
+        reason,
+        models,
+        tools,
+        mode: raw.mode,
+    })
+}
+
+fn check_window(window: &Spanned<String>, field: &str, problems: &mut Vec<Problem>) -> Option<Duration> {
+    let position = position_of(window.referenced);
+    let parsed = match humantime::parse_duration(window.value.trim()) {
+        Ok(duration) => duration,
+        Err(error) => {
+            let message = format!("invalid duration `{}`: {error}; write a number and a unit, such as `30s`, `5m` or `1h`", window.value);
+            problems.push(Problem::new(position, field, message));
+            return None;
+        }
+    };
+    if parsed < Duration::from_secs(1) || parsed > MAX_WINDOW {
+        let message = format!("invalid duration `{}`: a window must be between 1s and 7d", window.value);
+        problems.push(Problem::new(position, field, message));
+        return None;
+    }
+    Some(parsed)
+}
+
+/// Compiles a list of fnmatch patterns; an absent list means every name (`*`).
+fn check_patterns(patterns: Option<&Spanned<Vec<Spanned<String>>>>, field: &str, problems: &mut Vec<Problem>) -> Vec<Pattern> {
+    let Some(patterns) = patterns else {
+        return Pattern::new("*").into_iter().collect();
+    };
+    if patterns.value.is_empty() {
+        let message = "the list is empty, so the rule could never match; remove the field to match every name, or list at least one pattern";
+        problems.push(Problem::new(position_of(patterns.referenced), field, message));
+        return Vec::new();
+    }
+
+    let mut compiled = Vec::with_capacity(patterns.value.len());
+    for (index, pattern) in patterns.value.iter().enumerate() {
+        match Pattern::new(&pattern.value) {
+            Ok(pattern) => compiled.push(pattern),
+            Err(error) => problems.push(Problem::new(position_of(pattern.referenced), format!("{field}[{index}]"), error.to_string())),
+        }
+    }
+    compiled
+}
+
+fn check_condition(condition: Spanned<RawCondition>, field: &str, problems: &mut Vec<Problem>) -> Option<Condition> {
+    let position = position_of(condition.referenced);
+    let raw = condition.value;
+    let before = problems.len();
+
+    if let Err(message) = check_pointer(&raw.path.value) {
+        problems.push(Problem::new(position_of(raw.path.referenced), format!("{field}.path"), message));
+    }
+
+    let test_given = raw.equals.is_some()
+        || raw.one_of.is_some()
+        || raw.matches.is_some()
+        || [raw.gt, raw.gte, raw.lt, raw.lte].iter().any(Option::is_some)
+        || raw.min_length.is_some()
+        || raw.max_length.is_some()
+        || raw.present.is_some();
+    let mut tests = Vec::new();
+    push_bounds(&raw, &mut tests);
+    if let Some(value) = raw.equals {
+        tests.push(Test::Equals(value));
+    }
+    if let Some(options) = raw.one_of {
+        if options.value.is_empty() {
+            problems.push(Problem::new(position_of(options.referenced), format!("{field}.one_of"), "`one_of` needs at least one value"));
+        }
+        tests.push(Test::OneOf(options.value));
+    }
+    if let Some(pattern) = raw.matches {
+        match Pattern::new(&pattern.value) {
+            Ok(compiled) => tests.push(Test::Matches(compiled)),
+            Err(error) => problems.push(Problem::new(position_of(pattern.referenced), format!("{field}.matches"), error.to_string())),
+        }
+    }
+    if let (Some(low), Some(high)) = (raw.min_length, raw.max_length)
+        && low > high
+    {
+        problems.push(Problem::new(position, field, format!("`min_length` {low} is above `max_length` {high}, so the condition could never hold")));
+    }
+    if let Some(present) = raw.present {
+        tests.push(Test::Present(present));
+    }
+
+    if !test_given {
+        let message = "a condition needs at least one test: equals, one_of, matches, gt, gte, lt, lte, min_length, max_length or present";
+        problems.push(Problem::new(position, field, message));
+    }
+    if problems.len() > before {
+        return None;
+    }
+    Some(Condition { path: raw.path.value, tests })
+}
+
+fn push_bounds(raw: &RawCondition, tests: &mut Vec<Test>) {
+    let bounds = [
+        (raw.gt, Test::Greater as fn(f64) -> Test),
+        (raw.gte, Test::GreaterOrEqual),
+        (raw.lt, Test::Less),
+        (raw.lte, Test::LessOrEqual),
+    ];
+    for (bound, test) in bounds {
+        if let Some(bound) = bound {
+            tests.push(test(bound));
+        }
+    }
+    if let Some(bound) = raw.min_length {
+        tests.push(Test::MinLength(bound));
+    }
+    if let Some(bound) = raw.max_length {
+        tests.push(Test::MaxLength(bound));
+    }
+}

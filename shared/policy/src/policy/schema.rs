@@ -1,0 +1,123 @@
+//! The `policies.yaml` document as written, before validation.
+
+use serde::Deserialize;
+use serde_json::Value;
+use serde_saphyr::Spanned;
+
+/// What a rule or the default does with a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Effect {
+    /// The call goes ahead.
+    Allow,
+    /// The call is rejected.
+    Deny,
+}
+
+impl Effect {
+    /// The lowercase name used in files, logs and responses.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Allow => "allow",
+            Self::Deny => "deny",
+        }
+    }
+}
+
+/// Whether a rule or the whole policy is enforced or only recorded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Decisions take effect.
+    #[default]
+    Enforce,
+    /// Decisions are computed and recorded as what would have happened, but not enforced.
+    Shadow,
+}
+
+/// Whose calls a limit counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Per {
+    /// Calls within one session.
+    Session,
+    /// Calls by one model, across its sessions.
+    Model,
+}
+
+impl Per {
+    /// The lowercase name used in files and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Session => "session",
+            Self::Model => "model",
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawPolicy {
+    pub version: Option<Spanned<u32>>,
+    pub default: Option<Effect>,
+    #[serde(default)]
+    pub mode: Mode,
+    #[serde(default)]
+    pub rules: Vec<Spanned<RawRule>>,
+    #[serde(default)]
+    pub limits: Vec<Spanned<RawLimit>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRule {
+    pub id: Spanned<String>,
+    #[serde(default)]
+    #[expect(dead_code, reason = "free text for readers of the file, accepted so that it is not an unknown field")]
+    pub description: Option<String>,
+    pub action: Effect,
+    pub reason: Spanned<String>,
+    #[serde(default)]
+    pub models: Option<Spanned<Vec<Spanned<String>>>>,
+    pub tools: Spanned<Vec<Spanned<String>>>,
+    #[serde(default)]
+    pub when: Vec<Spanned<RawCondition>>,
+    #[serde(default)]
+    pub mode: Mode,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawCondition {
+    pub path: Spanned<String>,
+    pub equals: Option<Value>,
+    pub one_of: Option<Spanned<Vec<Value>>>,
+    pub matches: Option<Spanned<String>>,
+    pub gt: Option<f64>,
+    pub gte: Option<f64>,
+    pub lt: Option<f64>,
+    pub lte: Option<f64>,
+    pub min_length: Option<u64>,
+    pub max_length: Option<u64>,
+    pub present: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawLimit {
+    pub id: Spanned<String>,
+    #[serde(default)]
+    #[expect(dead_code, reason = "free text for readers of the file, accepted so that it is not an unknown field")]
+    pub description: Option<String>,
+    pub per: Per,
+    pub max_calls: Spanned<u64>,
+    pub window: Spanned<String>,
+    #[serde(default)]
+    pub reason: Option<String>,
+    #[serde(default)]
+    pub models: Option<Spanned<Vec<Spanned<String>>>>,
+    #[serde(default)]
+    pub tools: Option<Spanned<Vec<Spanned<String>>>>,
+    #[serde(default)]
+    pub mode: Mode,
+}
