@@ -7,6 +7,8 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::state::AuditWrites;
+
 /// The example keys shipped with the gateway, used when `MODEL_KEYS_FILE` is unset and
 /// `examples/model_keys.yaml` is not in the working directory.
 pub const EXAMPLE_KEYS: &str = include_str!("../../../examples/model_keys.yaml");
@@ -55,6 +57,10 @@ pub struct Settings {
     pub session_secret: Option<String>,
     /// How long an MCP session id stays valid (`SESSION_TTL`).
     pub session_ttl: Duration,
+    /// How long keys and the policy are cached between store reads (`CACHE_TTL`).
+    pub cache_ttl: Duration,
+    /// Audit writes per allowed call (`AUDIT_WRITES`: `twice` or `once`).
+    pub audit_writes: AuditWrites,
 }
 
 impl Settings {
@@ -72,6 +78,8 @@ impl Settings {
             audit_tool_input: audit_input(var("AUDIT_TOOL_INPUT"))?,
             session_secret: var("SESSION_SECRET"),
             session_ttl: duration(var("SESSION_TTL"), "SESSION_TTL", Duration::from_secs(24 * 3600))?,
+            cache_ttl: duration(var("CACHE_TTL"), "CACHE_TTL", Duration::from_secs(5))?,
+            audit_writes: audit_writes(var("AUDIT_WRITES"))?,
         })
     }
 }
@@ -94,6 +102,14 @@ fn audit_input(value: Option<String>) -> Result<bool, ConfigError> {
         None | Some("keep") => Ok(true),
         Some("drop") => Ok(false),
         Some(other) => Err(ConfigError { name: "AUDIT_TOOL_INPUT", reason: format!("`{other}` is not `keep` or `drop`") }),
+    }
+}
+
+fn audit_writes(value: Option<String>) -> Result<AuditWrites, ConfigError> {
+    match value.as_deref().map(str::trim) {
+        None | Some("twice") => Ok(AuditWrites::Twice),
+        Some("once") => Ok(AuditWrites::Once),
+        Some(other) => Err(ConfigError { name: "AUDIT_WRITES", reason: format!("`{other}` is not `twice` or `once`") }),
     }
 }
 

@@ -9,7 +9,7 @@ use time::OffsetDateTime;
 
 use crate::config::{Settings, Source};
 use crate::sessions::SessionIssuer;
-use crate::state::{AppState, Options};
+use crate::state::{AppState, Options, Stores};
 use crate::store::sqlite::SqliteStore;
 use crate::store::{KeyStore, PolicyStore};
 use crate::upstream::{UpstreamClient, Upstreams};
@@ -50,17 +50,19 @@ pub fn run(args: ServeArgs) -> u8 {
 async fn serve(args: ServeArgs) -> Result<(), String> {
     let settings = Settings::from_env(|name| std::env::var(name).ok()).map_err(|error| error.to_string())?;
     let store = Arc::new(SqliteStore::open(&settings.data_dir).map_err(|error| error.to_string())?);
-    let keys = load_keys(store.as_ref(), &settings.model_keys).await?;
-    let policy = load_policy(store.as_ref(), &settings.policy).await?;
+    import_keys(store.as_ref(), &settings.model_keys).await?;
+    import_policy(store.as_ref(), &settings.policy).await?;
     let upstreams = build_upstreams(args.demo_tools).await?;
 
     let secret = session_secret(settings.session_secret.as_deref());
     let sessions = SessionIssuer::new(&secret, settings.session_ttl);
-    let options = Options { audit_tool_input: settings.audit_tool_input, max_body_bytes: settings.max_body_bytes };
     if settings.admin_key.is_none() {
-        tracing::warn!("ADMIN_KEY is not set; admin routes answer 503 until it is");
+        tracing::warn!("ADMIN_KEY is not set; admin routes return 503 until it is set");
     }
-    let state = AppState::new(keys, policy, upstreams, store.clone(), settings.admin_key.as_deref(), sessions, options);
+    let stores = Stores { keys: store.clone(), policy: store.clone(), audit: store.clone() };
+    let state = AppState::new(stores, upstreams, settings.admin_key.as_deref(), sessions, options(&settings));
+    state.keys().await?;
+    state.policy().await?;
 
     let address = SocketAddr::new(settings.host, settings.port);
     let listener = tokio::net::TcpListener::bind(address).await.map_err(|error| format!("failed to listen on {address}: {error}"))?;
@@ -76,8 +78,17 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     Ok(())
 }
 
-/// Imports the keys file into an empty store, then loads the stored keys.
-async fn load_keys(store: &dyn KeyStore, source: &Source) -> Result<KeySet, String> {
+fn options(settings: &Settings) -> Options {
+    Options {
+        audit_tool_input: settings.audit_tool_input,
+        max_body_bytes: settings.max_body_bytes,
+        cache_ttl: settings.cache_ttl,
+        audit_writes: settings.audit_writes,
+    }
+}
+
+/// Imports the keys file into an empty store.
+async fn import_keys(store: &dyn KeyStore, source: &Source) -> Result<(), String> {
     if store.is_empty().await.map_err(|error| error.to_string())? {
         let (origin, text) = read_source(source)?;
         let imported = KeySet::from_yaml(&origin, &text).map_err(|error| error.to_string())?;
@@ -86,24 +97,20 @@ async fn load_keys(store: &dyn KeyStore, source: &Source) -> Result<KeySet, Stri
         }
         tracing::info!(models = imported.len(), source = %origin, "imported model keys into an empty store");
     }
-    let entries = store.load_models().await.map_err(|error| error.to_string())?;
-    Ok(KeySet::from_entries(entries))
+    Ok(())
 }
 
-/// Imports the policy file when no version is stored, then compiles the newest version.
-async fn load_policy(store: &dyn PolicyStore, source: &Source) -> Result<Policy, String> {
-    let current = match store.current().await.map_err(|error| error.to_string())? {
-        Some(version) => version,
-        None => {
-            let (origin, text) = read_source(source)?;
-            Policy::from_yaml(&origin, &text).map_err(|error| error.to_string())?;
-            let saved = store.save(&text, None, "import", Some(&format!("imported from {origin}"))).await.map_err(|error| error.to_string())?;
-            tracing::info!(version = %saved.version, source = %origin, "imported policy into an empty store");
-            saved
-        }
-    };
-    let origin = format!("stored policy version {}", current.version);
-    Policy::from_yaml(&origin, &current.yaml).map_err(|error| error.to_string())
+/// Imports the policy file when no version is stored.
+async fn import_policy(store: &dyn PolicyStore, source: &Source) -> Result<(), String> {
+    if store.current().await.map_err(|error| error.to_string())?.is_some() {
+        return Ok(());
+    }
+    let (origin, text) = read_source(source)?;
+    Policy::from_yaml(&origin, &text).map_err(|error| error.to_string())?;
+    let comment = format!("imported from {origin}");
+    let saved = store.save(&text, None, "import", Some(&comment)).await.map_err(|error| error.to_string())?;
+    tracing::info!(version = %saved.version, source = %origin, "imported policy into an empty store");
+    Ok(())
 }
 
 fn read_source(source: &Source) -> Result<(String, String), String> {
@@ -143,8 +150,8 @@ async fn build_upstreams(demo_tools: bool) -> Result<Upstreams, String> {
     Ok(Upstreams::single(client))
 }
 
-/// The secret that signs session ids: `SESSION_SECRET`, or 32 random bytes, in which case
-/// sessions end when the process restarts.
+/// Returns the secret that signs session ids: `SESSION_SECRET`, or else random bytes, in
+/// which case sessions end when the process restarts.
 fn session_secret(configured: Option<&str>) -> Vec<u8> {
     if let Some(secret) = configured {
         return secret.as_bytes().to_vec();

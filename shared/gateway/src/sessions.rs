@@ -1,7 +1,7 @@
 //! MCP session ids the gateway issues to models.
 //!
-//! A session id is `<uuid>.<issued unix seconds>.<tag>`, where the tag is an HMAC-SHA256 over
-//! the model id, the uuid and the issue time. The gateway can then check on any instance,
+//! A session id is `<uuid>.<issued unix seconds>.<tag>`, where the tag is the first 128 bits of
+//! an HMAC-SHA256 over the model id, the uuid and the issue time. The gateway can then check on any instance,
 //! without a store read, that a session id is its own, belongs to the calling model and has
 //! not expired.
 
@@ -12,6 +12,9 @@ use sha2::Sha256;
 use time::OffsetDateTime;
 
 type HmacSha256 = Hmac<Sha256>;
+
+/// Length of the tag: 128 bits leave a forger one chance in 2^128 per guess.
+const TAG_BYTES: usize = 16;
 
 /// Why a presented session id was not accepted.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -60,7 +63,7 @@ impl SessionIssuer {
         let issued: i64 = issued.parse().map_err(|_| SessionError::Unknown)?;
         let Ok(tag) = hex::decode(tag) else { return Err(SessionError::Unknown) };
 
-        if self.mac(model_id, id, issued).verify_slice(&tag).is_err() {
+        if tag.len() != TAG_BYTES || self.mac(model_id, id, issued).verify_truncated_left(&tag).is_err() {
             return Err(SessionError::Unknown);
         }
         let age = now.unix_timestamp().saturating_sub(issued);
@@ -71,7 +74,8 @@ impl SessionIssuer {
     }
 
     fn tag(&self, model_id: &str, id: &str, issued: i64) -> String {
-        hex::encode(self.mac(model_id, id, issued).finalize().into_bytes())
+        let digest = self.mac(model_id, id, issued).finalize().into_bytes();
+        hex::encode(digest.get(..TAG_BYTES).unwrap_or_default())
     }
 
     #[expect(clippy::expect_used, reason = "HMAC accepts keys of any length, so this cannot fail")]

@@ -1,13 +1,20 @@
-//! State shared by every handler.
+//! State shared by every handler: the stores, the cached keys and policy, and settings.
+//!
+//! Keys and the policy are read from their stores and cached for `cache_ttl`, so a warm call
+//! reads nothing. A revoked key or a new policy therefore applies within one `cache_ttl`, or
+//! at once in this process when it was changed through [`AppState::invalidate`]. When a
+//! refresh fails, calls are denied until the store answers again: a stale cache could keep a
+//! revoked key working.
 
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use mcpsec_policy::{KeySet, Policy, WindowCounters};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::sessions::SessionIssuer;
-use crate::store::AuditStore;
+use crate::store::{AuditStore, KeyStore, PolicyStore};
 use crate::upstream::Upstreams;
 
 /// Handler state. Cloning is cheap.
@@ -16,15 +23,44 @@ pub struct AppState {
     inner: Arc<Inner>,
 }
 
+/// The stores a deployment runs on.
+#[derive(Clone)]
+pub struct Stores {
+    /// Model keys.
+    pub keys: Arc<dyn KeyStore>,
+    /// Policy versions.
+    pub policy: Arc<dyn PolicyStore>,
+    /// Audit events and session traces.
+    pub audit: Arc<dyn AuditStore>,
+}
+
 struct Inner {
-    keys: RwLock<Arc<KeySet>>,
-    policy: RwLock<Arc<Policy>>,
+    stores: Stores,
+    keys: tokio::sync::Mutex<Option<Cached<KeySet>>>,
+    policy: tokio::sync::Mutex<Option<Cached<Policy>>>,
     counters: Mutex<WindowCounters>,
     upstreams: Upstreams,
-    audit: Arc<dyn AuditStore>,
     admin_key_hash: Option<[u8; 32]>,
     sessions: SessionIssuer,
     options: Options,
+}
+
+struct Cached<T> {
+    value: Arc<T>,
+    loaded: Instant,
+    /// The policy version the value was compiled from; empty for keys.
+    version: String,
+}
+
+/// How many audit writes an allowed call makes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuditWrites {
+    /// The decision before forwarding, then the outcome: a forwarded call always has its
+    /// record, even if the process dies while the upstream works.
+    Twice,
+    /// One write, with the outcome, after forwarding: half the writes, at the price of no
+    /// record for a call whose process dies before the upstream answers.
+    Once,
 }
 
 /// Settings that change how calls are handled.
@@ -34,26 +70,22 @@ pub struct Options {
     pub audit_tool_input: bool,
     /// Largest accepted request body in bytes.
     pub max_body_bytes: usize,
+    /// How long keys and the policy are cached; zero reads the stores on every call.
+    pub cache_ttl: Duration,
+    /// Audit writes per allowed call.
+    pub audit_writes: AuditWrites,
 }
 
 impl AppState {
-    /// Builds the state from loaded keys and policy, the upstreams and the audit store.
-    pub fn new(
-        keys: KeySet,
-        policy: Policy,
-        upstreams: Upstreams,
-        audit: Arc<dyn AuditStore>,
-        admin_key: Option<&str>,
-        sessions: SessionIssuer,
-        options: Options,
-    ) -> Self {
+    /// Builds the state. Keys and policy are read from `stores` on first use.
+    pub fn new(stores: Stores, upstreams: Upstreams, admin_key: Option<&str>, sessions: SessionIssuer, options: Options) -> Self {
         let admin_key_hash = admin_key.map(|key| Sha256::digest(key.as_bytes()).into());
         let inner = Inner {
-            keys: RwLock::new(Arc::new(keys)),
-            policy: RwLock::new(Arc::new(policy)),
+            stores,
+            keys: tokio::sync::Mutex::new(None),
+            policy: tokio::sync::Mutex::new(None),
             counters: Mutex::new(WindowCounters::new()),
             upstreams,
-            audit,
             admin_key_hash,
             sessions,
             options,
@@ -61,21 +93,61 @@ impl AppState {
         Self { inner: Arc::new(inner) }
     }
 
-    /// The model keys in force.
-    pub fn keys(&self) -> Option<Arc<KeySet>> {
-        self.inner.keys.read().ok().map(|keys| Arc::clone(&keys))
-    }
-
-    /// The policy in force.
-    pub fn policy(&self) -> Option<Arc<Policy>> {
-        self.inner.policy.read().ok().map(|policy| Arc::clone(&policy))
-    }
-
-    /// Replaces the policy in force.
-    pub fn set_policy(&self, policy: Policy) {
-        if let Ok(mut current) = self.inner.policy.write() {
-            *current = Arc::new(policy);
+    /// Returns the model keys in force, reading the store when the cache is older than the TTL.
+    pub async fn keys(&self) -> Result<Arc<KeySet>, String> {
+        let mut cache = self.inner.keys.lock().await;
+        if let Some(cached) = cache.as_ref().filter(|cached| self.is_fresh(cached)) {
+            return Ok(Arc::clone(&cached.value));
         }
+
+        let entries = self.inner.stores.keys.load_models().await.map_err(|error| {
+            tracing::error!(error = %error, "failed to load model keys; calls are denied until the store answers");
+            format!("model keys could not be loaded ({error})")
+        })?;
+        let value = Arc::new(KeySet::from_entries(entries));
+        *cache = Some(Cached { value: Arc::clone(&value), loaded: Instant::now(), version: String::new() });
+        Ok(value)
+    }
+
+    /// Returns the policy in force, reading the store when the cache is older than the TTL
+    /// and compiling only when the stored version changed.
+    pub async fn policy(&self) -> Result<Arc<Policy>, String> {
+        let mut cache = self.inner.policy.lock().await;
+        if let Some(cached) = cache.as_ref().filter(|cached| self.is_fresh(cached)) {
+            return Ok(Arc::clone(&cached.value));
+        }
+
+        let stored = self.inner.stores.policy.current().await.map_err(|error| {
+            tracing::error!(error = %error, "failed to load the policy; calls are denied until the store answers");
+            format!("the policy could not be loaded ({error})")
+        })?;
+        let Some(stored) = stored else {
+            return Err("no policy is stored; save one through the admin API or set POLICY_FILE".to_owned());
+        };
+        if let Some(cached) = cache.as_mut().filter(|cached| cached.version == stored.version) {
+            cached.loaded = Instant::now();
+            return Ok(Arc::clone(&cached.value));
+        }
+
+        let origin = format!("stored policy version {}", stored.version);
+        let policy = Policy::from_yaml(&origin, &stored.yaml).map_err(|error| {
+            tracing::error!(version = %stored.version, error = %error, "stored policy is invalid; calls are denied");
+            format!("the stored policy is invalid: {error}")
+        })?;
+        let value = Arc::new(policy);
+        *cache = Some(Cached { value: Arc::clone(&value), loaded: Instant::now(), version: stored.version });
+        Ok(value)
+    }
+
+    /// Drops the cached keys and policy, so the next call reads the stores. Admin routes call
+    /// it after a change, which then applies at once in this process.
+    pub async fn invalidate(&self) {
+        *self.inner.keys.lock().await = None;
+        *self.inner.policy.lock().await = None;
+    }
+
+    fn is_fresh<T>(&self, cached: &Cached<T>) -> bool {
+        cached.loaded.elapsed() < self.inner.options.cache_ttl
     }
 
     /// Call counters for limits; `None` if a thread panicked while holding them.
@@ -88,9 +160,14 @@ impl AppState {
         &self.inner.upstreams
     }
 
+    /// The stores.
+    pub fn stores(&self) -> &Stores {
+        &self.inner.stores
+    }
+
     /// The audit store.
     pub fn audit(&self) -> &dyn AuditStore {
-        self.inner.audit.as_ref()
+        self.inner.stores.audit.as_ref()
     }
 
     /// The session id issuer.

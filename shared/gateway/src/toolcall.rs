@@ -13,7 +13,7 @@ use serde_json::Value;
 use time::OffsetDateTime;
 
 use crate::audit::{AuditEvent, Outcome, Route, UpstreamOutcome};
-use crate::state::AppState;
+use crate::state::{AppState, AuditWrites};
 use crate::upstream::UpstreamError;
 
 /// A tool call as the routes hand it over.
@@ -91,8 +91,9 @@ pub async fn handle(state: &AppState, caller: Caller<'_>, call: CallRequest<'_>)
     let now = OffsetDateTime::now_utc();
     let mut event = new_event(state, caller, &call, now);
 
-    let (Some(keys), Some(policy)) = (state.keys(), state.policy()) else {
-        return CallOutcome::Unavailable { reason: "gateway state is unavailable; the call was not forwarded".to_owned() };
+    let (keys, policy) = match (state.keys().await, state.policy().await) {
+        (Ok(keys), Ok(policy)) => (keys, policy),
+        (Err(reason), _) | (_, Err(reason)) => return unavailable(state, event, reason, started).await,
     };
     let principal = match authenticate(&keys, caller, now) {
         Ok(principal) => principal,
@@ -102,19 +103,33 @@ pub async fn handle(state: &AppState, caller: Caller<'_>, call: CallRequest<'_>)
     event.key_id = Some(principal.credential.key_id());
 
     let Some(decision) = decide(state, &principal, &policy, &call, now) else {
-        return CallOutcome::Unavailable { reason: "call counters are unavailable; the call was not forwarded".to_owned() };
+        return unavailable(state, event, "call counters are unavailable".to_owned(), started).await;
     };
     fill_decision(&mut event, &decision);
     if !decision.is_allowed() {
         return reject_denied(state, event, started).await;
     }
 
-    event.latency_ms = elapsed_ms(started);
-    if let Err(error) = state.audit().record(&event).await {
-        tracing::error!(event.id = %event.event_id, error = %error, "audit write failed; call denied");
-        return CallOutcome::Unavailable { reason: format!("the audit record could not be written ({error}); the call was not forwarded") };
+    if state.options().audit_writes == AuditWrites::Twice {
+        event.latency_ms = elapsed_ms(started);
+        if let Err(error) = state.audit().record(&event).await {
+            tracing::error!(event.id = %event.event_id, error = %error, "audit write failed; call denied");
+            return CallOutcome::Unavailable { reason: format!("the audit record could not be written ({error}); the call was not forwarded") };
+        }
     }
     forward(state, event, &call, started).await
+}
+
+/// Denies a call the gateway could not decide, and tries to record it.
+async fn unavailable(state: &AppState, mut event: AuditEvent, reason: String, started: Instant) -> CallOutcome {
+    event.decision = Outcome::Error;
+    event.reason = format!("{reason}; the call was denied and not forwarded");
+    event.latency_ms = elapsed_ms(started);
+    if let Err(error) = state.audit().record(&event).await {
+        tracing::error!(event.id = %event.event_id, error = %error, "audit write failed for a call the gateway could not decide");
+    }
+    log_call(&event);
+    CallOutcome::Unavailable { reason: event.reason }
 }
 
 fn authenticate<'k>(keys: &'k mcpsec_policy::KeySet, caller: Caller<'_>, now: OffsetDateTime) -> Result<Principal<'k>, AuthError> {
@@ -174,8 +189,11 @@ fn upstream_failure(upstream: String, latency_ms: f64, error: &UpstreamError) ->
     (CallOutcome::UpstreamFailed { reason, timeout, event_id: String::new() }, summary)
 }
 
-/// Writes the outcome under the call's event id and answers. A failed write is logged but the
-/// answer stands, because the call has already happened and its first record is durable.
+/// Writes the outcome under the call's event id and returns the answer. A failed write is
+/// logged but the answer stands, because the call has already happened.
+///
+/// NOTE: with [`AuditWrites::Once`], a failed write here leaves a forwarded call without a
+/// record; the error log line is then its only trace.
 async fn finish(state: &AppState, mut event: AuditEvent, started: Instant, outcome: CallOutcome) -> CallOutcome {
     event.latency_ms = elapsed_ms(started);
     if let Err(error) = state.audit().record(&event).await {

@@ -363,6 +363,33 @@ async fn session_trace_keeps_insertion_order() -> TestResult {
 }
 
 #[tokio::test]
+async fn recording_outcome_replaces_event_once() -> TestResult {
+    let (dir, store) = open_store()?;
+    let decided = event("session-a", "gpt-4o", Outcome::Allow, T0);
+    let mut completed = decided.clone();
+    completed.upstream = Some(mcpsec_gateway::audit::UpstreamOutcome {
+        upstream: "default".to_owned(),
+        status: "ok".to_owned(),
+        latency_ms: 1.5,
+        response_bytes: 42,
+        error: None,
+    });
+
+    store.record(&decided).await?;
+    store.record(&completed).await?;
+    store.record(&completed).await?;
+
+    let trace = store.session_trace("session-a").await?;
+    assert_eq!(trace, vec![completed.clone()], "the stored event is the completed one");
+    let lines = log_lines(&dir)?;
+    assert_eq!(lines.len(), 2, "the log holds the decision, then the completed event");
+    assert_eq!(lines.last().map(String::as_str), Some(serde_json::to_string(&completed)?.as_str()));
+    let sessions = store.recent_sessions(10).await?;
+    assert_eq!(sessions.first().map(|session| session.calls), Some(1), "the call is counted once");
+    Ok(())
+}
+
+#[tokio::test]
 async fn recent_sessions_counts_calls_and_denials() -> TestResult {
     let (_dir, store) = open_store()?;
     let calls = [

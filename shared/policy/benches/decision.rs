@@ -12,8 +12,8 @@ use mcpsec_policy::{KeySet, NoCalls, Policy, PolicyDocument, Request};
 use serde_json::json;
 use time::macros::datetime;
 
-/// A policy of `count` rules shaped like real ones: per-namespace allow rules, some deny rules
-/// with input conditions, a few model-specific rules and two limits.
+/// Builds a policy of `count` rules shaped like real ones: per-namespace allow rules, deny
+/// rules with input conditions, model-specific rules and two limits.
 fn policy_text(count: usize) -> String {
     let mut text = String::from("default: deny\nrules:\n");
     for index in 0..count {

@@ -8,8 +8,8 @@ use serde_json::json;
 
 use crate::state::AppState;
 
-/// Checks the admin key. Returns the rejection to send: 503 when no admin key is configured,
-/// 401 when the presented one is missing or wrong; `None` when the key is right.
+/// Checks the admin key and returns the rejection to send, or `None` when the key is right.
+/// The rejection is 503 when no admin key is configured, and 401 when the key is missing or wrong.
 pub(super) fn admin_rejection(state: &AppState, headers: &HeaderMap) -> Option<Response> {
     let presented = headers.get("x-admin-key").and_then(|value| value.to_str().ok());
     match state.check_admin_key(presented) {

@@ -4,7 +4,7 @@ use axum::body::Body;
 use axum::http::{HeaderMap, StatusCode, header};
 use serde_json::Value;
 
-/// Why a body was rejected, with the status to answer.
+/// A rejected body: the status to return and the reason.
 #[derive(Debug)]
 pub(super) struct BodyError {
     pub status: StatusCode,
@@ -37,7 +37,7 @@ pub(super) async fn read_json(body: Body, limit: usize) -> Result<Value, BodyErr
     })
 }
 
-/// The serde_json message without its trailing position, which the caller prints itself.
+/// Returns the serde_json message without its trailing position, which the caller prints.
 fn json_error_text(error: &serde_json::Error) -> String {
     let text = error.to_string();
     match text.rfind(" at line ") {

@@ -42,8 +42,8 @@ mod code {
     pub const UPSTREAM: i64 = -32004;
 }
 
-/// Answers `GET` and `DELETE`: this endpoint offers no server-sent stream, and its sessions
-/// end by expiring.
+/// Rejects `GET` and `DELETE` with 405, because this endpoint offers no server-sent stream
+/// and its sessions end by expiring.
 pub(super) async fn not_allowed() -> Response {
     let mut response = rpc_error(StatusCode::METHOD_NOT_ALLOWED, Value::Null, code::INVALID_REQUEST, "use POST for MCP requests", None);
     response.headers_mut().insert(header::ALLOW, HeaderValue::from_static("POST"));
@@ -76,9 +76,13 @@ pub(super) async fn post(State(state): State<AppState>, headers: HeaderMap, body
 
     let key = model_key(&headers);
     let now = OffsetDateTime::now_utc();
-    let model_id = match authenticate(&state, key, now) {
+    let model_id = match authenticate(&state, key, now).await {
         Ok(model_id) => model_id,
-        Err(reason) => return unauthorized(&state, &headers, &message, key, &reason).await,
+        Err(Rejection::Unavailable(reason)) => {
+            let data = Some(json!({"status": "unavailable"}));
+            return rpc_error(StatusCode::SERVICE_UNAVAILABLE, message.id_or_null(), code::INTERNAL_ERROR, &reason, data);
+        }
+        Err(Rejection::Unauthorized(reason)) => return unauthorized(&state, &headers, &message, key, &reason).await,
     };
 
     let Message::Request { id, method, params } = message else {
@@ -97,7 +101,10 @@ pub(super) async fn post(State(state): State<AppState>, headers: HeaderMap, body
 async fn dispatch(state: &AppState, model_id: &str, key: Option<&str>, session_id: &str, id: Value, method: &str, params: &Map<String, Value>) -> Response {
     match method {
         "ping" => rpc_result(id, json!({})),
-        "tools/list" => rpc_result(id, json!({"tools": visible_tools(state, model_id).await})),
+        "tools/list" => match visible_tools(state, model_id).await {
+            Ok(tools) => rpc_result(id, json!({"tools": tools})),
+            Err(reason) => rpc_error(StatusCode::SERVICE_UNAVAILABLE, id, code::INTERNAL_ERROR, &reason, None),
+        },
         "tools/call" => call_tool(state, key, session_id, id, params).await,
         _ => rpc_error(StatusCode::OK, id, code::METHOD_NOT_FOUND, &format!("method `{method}` is not supported by this gateway"), None),
     }
@@ -106,7 +113,7 @@ async fn dispatch(state: &AppState, model_id: &str, key: Option<&str>, session_i
 /// A JSON-RPC message after the envelope checks.
 enum Message {
     Request { id: Value, method: String, params: Map<String, Value> },
-    /// A notification or a response from the client; accepted and not answered.
+    /// A notification or a response from the client, accepted with 202 and no body.
     Other { method: Option<String> },
 }
 
@@ -166,8 +173,8 @@ fn initialize(state: &AppState, model_id: &str, id: Value, params: &Map<String, 
     let Some(requested) = requested else {
         return rpc_error(StatusCode::OK, id, code::INVALID_PARAMS, "missing `protocolVersion` in initialize params", None);
     };
-    // A client asking for a revision we do not speak gets the newest we do; it then decides
-    // whether to go on, as the MCP lifecycle describes.
+    // A client that requests an unsupported revision gets the newest supported one. The MCP
+    // lifecycle leaves it to the client to go on or disconnect.
     let version = if PROTOCOL_VERSIONS.contains(&requested) { requested } else { PROTOCOL_VERSIONS[2] };
     let result = json!({
         "protocolVersion": version,
@@ -184,17 +191,21 @@ fn initialize(state: &AppState, model_id: &str, id: Value, params: &Map<String, 
     response
 }
 
-async fn visible_tools(state: &AppState, model_id: &str) -> Vec<Value> {
-    let (Some(keys), Some(policy)) = (state.keys(), state.policy()) else { return Vec::new() };
-    let Some(entry) = keys.get(model_id) else { return Vec::new() };
-    state
+/// Lists the upstream tools this model may call. A tool whose name breaks the naming rules is
+/// left out, because no call to it could pass.
+async fn visible_tools(state: &AppState, model_id: &str) -> Result<Vec<Value>, String> {
+    let keys = state.keys().await?;
+    let policy = state.policy().await?;
+    let Some(entry) = keys.get(model_id) else { return Ok(Vec::new()) };
+    let tools = state
         .upstreams()
         .list_tools()
         .await
         .into_iter()
         .filter(|(name, _)| check_tool_name(name).is_ok() && entry.scope.allows(name) && policy.may_allow(model_id, name))
         .map(|(_, tool)| tool)
-        .collect()
+        .collect();
+    Ok(tools)
 }
 
 async fn call_tool(state: &AppState, key: Option<&str>, session_id: &str, id: Value, params: &Map<String, Value>) -> Response {
@@ -232,7 +243,7 @@ async fn call_tool(state: &AppState, key: Option<&str>, session_id: &str, id: Va
     }
 }
 
-/// The model's key from `X-Model-Key`, or else from `Authorization: Bearer`.
+/// Returns the model's key from `X-Model-Key`, or else from `Authorization: Bearer`.
 fn model_key(headers: &HeaderMap) -> Option<&str> {
     if let Some(key) = header_text(headers, "x-model-key") {
         return Some(key);
@@ -242,19 +253,28 @@ fn model_key(headers: &HeaderMap) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
-fn authenticate(state: &AppState, key: Option<&str>, now: OffsetDateTime) -> Result<String, String> {
-    let Some(keys) = state.keys() else { return Err("gateway state is unavailable".to_owned()) };
-    match keys.authenticate_key(key, now) {
-        Ok(principal) => Ok(principal.model_id().to_owned()),
-        Err(AuthError::MissingKey) => Err("missing model key; send it in `X-Model-Key` or `Authorization: Bearer`".to_owned()),
-        Err(AuthError::Expired { .. }) => Err("the model key has expired; ask an admin for a new key".to_owned()),
-        Err(AuthError::Revoked { .. }) => Err("the model key has been revoked".to_owned()),
-        Err(_) => Err("invalid model key".to_owned()),
-    }
+/// Why a message's key was not accepted.
+enum Rejection {
+    /// The key is missing, unknown, expired or revoked.
+    Unauthorized(String),
+    /// The keys could not be loaded, so no key can be checked.
+    Unavailable(String),
+}
+
+async fn authenticate(state: &AppState, key: Option<&str>, now: OffsetDateTime) -> Result<String, Rejection> {
+    let keys = state.keys().await.map_err(Rejection::Unavailable)?;
+    let reason = match keys.authenticate_key(key, now) {
+        Ok(principal) => return Ok(principal.model_id().to_owned()),
+        Err(AuthError::MissingKey) => "missing model key; send it in `X-Model-Key` or `Authorization: Bearer`",
+        Err(AuthError::Expired { .. }) => "the model key has expired; ask an admin for a new key",
+        Err(AuthError::Revoked { .. }) => "the model key has been revoked",
+        Err(_) => "invalid model key",
+    };
+    Err(Rejection::Unauthorized(reason.to_owned()))
 }
 
 /// Rejects a message whose key was not accepted. A rejected `tools/call` is recorded like any
-/// other call, through the shared call path, so the audit trail sees probing.
+/// other call, through the shared call path, so probing shows in the audit trail.
 async fn unauthorized(state: &AppState, headers: &HeaderMap, message: &Message, key: Option<&str>, reason: &str) -> Response {
     if let Message::Request { params, .. } = message
         && message.is_tool_call()
@@ -279,8 +299,8 @@ fn check_session(state: &AppState, headers: &HeaderMap, model_id: &str, now: Off
     Ok(session_id.to_owned())
 }
 
-/// A header's value as text. A header sent several times, or with a comma-joined list, is
-/// rejected as absent, because the gateway cannot know which value the client meant.
+/// Returns a header's value as text. A header sent several times, or with a comma-joined
+/// list, counts as absent, because the gateway cannot know which value the client meant.
 fn header_text<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
     let mut values = headers.get_all(name).iter();
     let first = values.next()?;

@@ -20,7 +20,7 @@ pub fn session_routes() -> Router<AppState> {
     Router::new().route("/api/session/{id}", get(admin::session)).route("/api/sessions", get(admin::sessions))
 }
 
-/// Every route of the one-process gateway.
+/// Builds every route of the one-process gateway.
 pub fn router(state: AppState) -> Router {
     model_routes().merge(session_routes()).route("/healthz", get(health)).with_state(state)
 }

@@ -36,7 +36,7 @@ pub struct PolicyVersion {
     /// When it was saved.
     #[serde(with = "time::serde::rfc3339")]
     pub saved_at: OffsetDateTime,
-    /// Who saved it: an admin key id, or `import` for a file imported at start.
+    /// The author: an admin key id, or `import` for a file imported at start.
     pub author: String,
     /// Optional note from the author.
     pub comment: Option<String>,
@@ -70,7 +70,7 @@ pub trait KeyStore: Send + Sync {
     async fn load_models(&self) -> Result<Vec<ModelEntry>, StoreError>;
     /// Inserts or replaces one model entry with all its credentials.
     async fn put_model(&self, entry: &ModelEntry) -> Result<(), StoreError>;
-    /// Whether no model is stored, for the import at first start.
+    /// Returns whether no model is stored, for the import at the first start.
     async fn is_empty(&self) -> Result<bool, StoreError>;
 }
 
@@ -92,6 +92,10 @@ pub trait PolicyStore: Send + Sync {
 #[async_trait]
 pub trait AuditStore: Send + Sync {
     /// Writes one event durably; returns only once it is on disk (or in the backend).
+    ///
+    /// Recording an event id again with the same content changes nothing, so retries are
+    /// safe. With other content, such as the upstream outcome of a forwarded call, it
+    /// replaces the stored version without counting the call twice.
     async fn record(&self, event: &AuditEvent) -> Result<(), StoreError>;
     /// Returns every event of a session, oldest first.
     async fn session_trace(&self, session_id: &str) -> Result<Vec<AuditEvent>, StoreError>;

@@ -15,9 +15,8 @@ mod index;
 
 /// A compiled fnmatch pattern.
 ///
-/// Most patterns in practice are a literal (`search.web`), a literal prefix and a `*`
-/// (`calendar.*`) or `*` alone; those match with a string comparison. Every other pattern is
-/// compiled by `globset`.
+/// A pattern that is a literal (`search.web`), a literal prefix and a `*` (`calendar.*`), or
+/// `*` alone matches with a string comparison. Every other pattern is compiled by `globset`.
 #[derive(Debug, Clone)]
 pub struct Pattern {
     source: String,
@@ -60,23 +59,23 @@ impl Pattern {
         }
     }
 
-    /// The pattern as the user wrote it.
+    /// Returns the pattern as the user wrote it.
     pub fn as_str(&self) -> &str {
         &self.source
     }
 
-    /// The literal text every matching name starts with.
+    /// Returns the literal text that every matching name starts with.
     pub fn literal_prefix(&self) -> &str {
         literal_prefix(&self.source)
     }
 
-    /// Whether every name matches.
+    /// Returns whether every name matches.
     pub fn matches_everything(&self) -> bool {
         matches!(self.matcher, Matcher::Any)
     }
 }
 
-/// The text before the first character that has a meaning in fnmatch.
+/// Returns the text before the first character that has a meaning in fnmatch.
 fn literal_prefix(source: &str) -> &str {
     let end = source.find(['*', '?', '[']).unwrap_or(source.len());
     source.get(..end).unwrap_or_default()
@@ -115,7 +114,7 @@ impl PatternList {
         Ok(Self { sources, set })
     }
 
-    /// A list that matches nothing.
+    /// Creates a list that matches nothing.
     pub fn empty() -> Self {
         Self { sources: Vec::new(), set: GlobSet::empty() }
     }
@@ -130,7 +129,7 @@ impl PatternList {
         self.set.matches_into(name, matches);
     }
 
-    /// The patterns as the user wrote them.
+    /// Returns the patterns as the user wrote them.
     pub fn sources(&self) -> &[String] {
         &self.sources
     }
@@ -142,7 +141,7 @@ impl PatternList {
 pub struct PatternError {
     /// The pattern as written.
     pub pattern: String,
-    /// Why it was rejected.
+    /// The reason it was rejected.
     pub reason: String,
 }
 
@@ -170,9 +169,9 @@ fn build_glob(source: &str) -> Result<globset::Glob, PatternError> {
 
 /// Rewrites an fnmatch pattern as a `globset` pattern with the same meaning.
 ///
-/// Literal characters that `globset` treats specially are wrapped in a one-character class,
-/// runs of `*` collapse to one (they mean the same in fnmatch, while `**` is special in
-/// `globset`), and a `[` without a closing `]` is a literal, as in Python.
+/// Literal characters that `globset` treats specially are wrapped in a one-character class.
+/// Runs of `*` collapse to one, because they mean the same in fnmatch while `**` is special in
+/// `globset`. A `[` without a closing `]` is a literal, as in Python.
 pub(crate) fn translate(pattern: &str) -> String {
     let chars: Vec<char> = pattern.chars().collect();
     let mut out = String::with_capacity(pattern.len() + 8);

@@ -189,18 +189,32 @@ ON CONFLICT (session_id) DO UPDATE SET
     calls = calls + 1,
     denied = denied + excluded.denied";
 
-/// Inserts events and updates their sessions, and returns the log lines of the new events.
+/// Replaces a stored event with a newer version of itself, such as the same call with its
+/// upstream outcome filled in. The same content twice changes nothing.
+const UPDATE_EVENT: &str = "
+UPDATE audit_events SET decision = ?2, event = ?3
+WHERE event_id = ?1 AND event IS NOT ?3";
+
+/// Inserts events and updates their sessions, and returns the log lines to append.
 ///
-/// An event whose id is already stored is skipped, because its first write committed and
-/// so its line is already in the log.
+/// An event whose id is already stored with the same content is skipped, because its first
+/// write committed and so its line is already in the log. One stored with other content is
+/// replaced, without counting the call in its session again, and its new version is appended
+/// to the log, where the last line of an event id is the complete one.
 fn insert_events(transaction: &Transaction<'_>, rows: &[EventRow]) -> rusqlite::Result<Vec<u8>> {
     let mut insert_event = transaction.prepare_cached(INSERT_EVENT)?;
     let mut upsert_session = transaction.prepare_cached(UPSERT_SESSION)?;
+    let mut update_event = transaction.prepare_cached(UPDATE_EVENT)?;
     let mut lines = Vec::with_capacity(rows.iter().map(|row| row.json.len() + 1).sum());
 
     for row in rows {
         let inserted = insert_event.execute(params![row.event_id, row.session_id, row.model_id, row.time_ns, row.decision, row.json])?;
         if inserted == 0 {
+            let updated = update_event.execute(params![row.event_id, row.decision, row.json])?;
+            if updated > 0 {
+                lines.extend_from_slice(row.json.as_bytes());
+                lines.push(b'\n');
+            }
             continue;
         }
 

@@ -1,0 +1,111 @@
+#!/usr/bin/env bash
+# HTTP load benchmark of the gateway against direct calls to its upstream.
+#
+# Builds the release binary, starts bench/upstream.js and two gateways in front of it (one
+# with DATA_DIR in a fresh temporary folder on disk, one with DATA_DIR on /dev/shm, which
+# shows what durable audit writes cost), runs bench/load.py and stops everything on exit.
+# Traffic goes to 127.0.0.1 only.
+#
+# Usage: bench/run.sh [load.py options]   e.g. bench/run.sh --rounds 1 --concurrency 1,16
+# Environment:
+#   BENCH_SHM=0          skip the /dev/shm gateway
+#   BENCH_RESULTS=FILE   also write all results as JSON to FILE
+#   BENCH_TMPDIR=DIR     parent folder of the on-disk DATA_DIR (default: $TMPDIR or /tmp)
+# Needs cargo, node, python3 and wrk; installs wrk with apt-get when it is missing.
+set -euo pipefail
+
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$repo"
+
+started_pids=()
+work=""
+shm_work=""
+
+cleanup() {
+  local status=$?
+  for pid in "${started_pids[@]}"; do
+    kill -TERM "$pid" 2>/dev/null || true
+  done
+  for pid in "${started_pids[@]}"; do
+    for _ in $(seq 50); do
+      kill -0 "$pid" 2>/dev/null || break
+      sleep 0.1
+    done
+    kill -KILL "$pid" 2>/dev/null || true
+  done
+  [[ -n "$work" ]] && rm -rf "$work"
+  [[ -n "$shm_work" ]] && rm -rf "$shm_work"
+  exit "$status"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+fail() {
+  echo "run.sh: $*" >&2
+  exit 1
+}
+
+# Waits up to 20 s for process $1 to print a line matching the regular expression $3 into
+# file $2, then prints the first match.
+wait_for_line() {
+  local pid=$1 file=$2 pattern=$3
+  for _ in $(seq 200); do
+    if grep -m1 -E "$pattern" "$file" 2>/dev/null; then
+      return 0
+    fi
+    kill -0 "$pid" 2>/dev/null || fail "process $pid exited before it was ready; its output: $(cat "$file")"
+    sleep 0.1
+  done
+  fail "process $pid printed no line matching '$pattern' within 20 s; its output: $(cat "$file")"
+}
+
+for tool in cargo node python3; do
+  command -v "$tool" >/dev/null || fail "$tool is missing; install it and run again"
+done
+if ! command -v wrk >/dev/null; then
+  echo "installing wrk with apt-get" >&2
+  apt-get install -y wrk >/dev/null 2>&1 || { apt-get update >/dev/null && apt-get install -y wrk >/dev/null; } \
+    || fail "installing wrk failed; run 'apt-get install wrk' as root"
+fi
+
+cargo build --release -j2 -p mcpsec
+binary="$repo/target/release/mcpsec"
+
+work=$(mktemp -d "${BENCH_TMPDIR:-${TMPDIR:-/tmp}}/mcpsec-bench.XXXXXX")
+node bench/upstream.js 0 >"$work/upstream.out" 2>&1 &
+upstream_pid=$!
+started_pids+=("$upstream_pid")
+upstream_url=$(wait_for_line "$upstream_pid" "$work/upstream.out" 'listening on http://' | sed -E 's/.*(http:[^ ]+).*/\1/')
+
+# Starts a gateway with DATA_DIR $2 in front of the upstream; sets gateway_pid and gateway_url.
+start_gateway() {
+  local name=$1 data_dir=$2
+  env -u UPSTREAMS_FILE -u ADMIN_KEY -u SESSION_SECRET \
+    HOST=127.0.0.1 PORT=0 DATA_DIR="$data_dir" TOOL_SERVER_URL="$upstream_url" \
+    MODEL_KEYS_FILE=examples/model_keys.yaml POLICY_FILE=examples/policies.yaml \
+    "$binary" serve >"$work/$name.out" 2>"$work/$name.log" &
+  gateway_pid=$!
+  started_pids+=("$gateway_pid")
+  gateway_url=$(wait_for_line "$gateway_pid" "$work/$name.out" '^mcpsec: listening on http://' | sed -E 's/.*(http:[^ ]+).*/\1/')
+}
+
+start_gateway disk "$work/data"
+load_args=(--upstream "$upstream_url" --upstream-pid "$upstream_pid" --gateway "gateway=$gateway_url@$gateway_pid")
+
+if [[ "${BENCH_SHM:-1}" != 0 && -d /dev/shm ]]; then
+  shm_work=$(mktemp -d /dev/shm/mcpsec-bench.XXXXXX)
+  start_gateway shm "$shm_work/data"
+  load_args+=(--extra-gateway "gateway on /dev/shm=$gateway_url@$gateway_pid")
+fi
+
+echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'), $(awk '/MemTotal/ {printf "%.1f GiB", $2 / 1048576}' /proc/meminfo)"
+echo "upstream: $upstream_url (pid $upstream_pid); gateway data: $work/data"
+python3 bench/load.py "${load_args[@]}" --audit-log "$work/data/audit.log" --json "$work/results.json" "$@"
+
+if [[ -n "${BENCH_RESULTS:-}" ]]; then
+  cp "$work/results.json" "$BENCH_RESULTS"
+fi
+echo "gateway data after the run: $(cd "$work/data" && du -h -- * | awk '{printf "%s %s; ", $2, $1}')"
+for pid in "${started_pids[@]}"; do
+  kill -0 "$pid" 2>/dev/null || fail "process $pid exited during the benchmark; see its output above"
+done

@@ -1,0 +1,168 @@
+//! The sessions table: one item per audit event, under the partition of its session.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::types::AttributeValue;
+use time::format_description::well_known::Rfc3339;
+use time::macros::format_description;
+use time::{Date, OffsetDateTime, UtcOffset};
+
+use super::error::{Failure, Resource, unavailable};
+use super::layout::{DAY, DECISION, EVENT, EVENT_PREFIX, MODEL_ID, PK, SESSION_ID, SESSION_PREFIX, SK, TIME, TIME_NS, TTL};
+use crate::audit::{AuditEvent, Outcome};
+use crate::store::StoreError;
+
+/// Maximum length in bytes of a DynamoDB partition key.
+const MAX_PARTITION_KEY_BYTES: usize = 2048;
+
+/// Maximum size of the event JSON in bytes. DynamoDB rejects items over 400 KB, and the
+/// other attributes of an event item need far less than the 10 KB left.
+const MAX_EVENT_JSON_BYTES: usize = 390 * 1024;
+
+/// Stores `event` with one conditional `PutItem`, the only write of a call.
+///
+/// The condition lets the put through when the event id is new or its stored JSON differs,
+/// so a newer version of the event (such as one with the upstream outcome) replaces the old
+/// one in place. A failed condition means that the same content is already stored, which is
+/// the success of a retry.
+pub(super) async fn record(client: &Client, table: &str, retention: Option<Duration>, event: &AuditEvent) -> Result<(), StoreError> {
+    let (item, json) = encode_event(event, retention)?;
+
+    let result = client
+        .put_item()
+        .table_name(table)
+        .set_item(Some(item))
+        .condition_expression("attribute_not_exists(#pk) OR #event <> :event")
+        .expression_attribute_names("#pk", PK)
+        .expression_attribute_names("#event", EVENT)
+        .expression_attribute_values(":event", AttributeValue::S(json))
+        .send()
+        .await;
+
+    match result {
+        Ok(_) => Ok(()),
+        Err(error) if error.as_service_error().is_some_and(|error| error.is_conditional_check_failed_exception()) => Ok(()),
+        Err(error) => Err(Failure::new(&error).unavailable(&format!("store audit event `{}`", event.event_id), Resource::Table(table))),
+    }
+}
+
+/// Returns the events of a session in the order of their ids, which are UUID v7 and so
+/// ordered by the time they were created.
+pub(super) async fn session_trace(client: &Client, table: &str, session_id: &str) -> Result<Vec<AuditEvent>, StoreError> {
+    let partition = session_partition(session_id);
+    if partition.len() > MAX_PARTITION_KEY_BYTES {
+        // No event can have been stored under a key that DynamoDB rejects.
+        return Ok(Vec::new());
+    }
+
+    let operation = format!("read the trace of session `{session_id}`");
+    let items = client
+        .query()
+        .table_name(table)
+        .consistent_read(true)
+        .key_condition_expression("#pk = :pk")
+        .projection_expression("#sk, #event")
+        .expression_attribute_names("#pk", PK)
+        .expression_attribute_names("#sk", SK)
+        .expression_attribute_names("#event", EVENT)
+        .expression_attribute_values(":pk", AttributeValue::S(partition))
+        .into_paginator()
+        .items()
+        .send()
+        .try_collect()
+        .await
+        .map_err(unavailable(&operation, Resource::Table(table)))?;
+
+    items.iter().map(decode_event).collect()
+}
+
+/// Returns the partition key of a session's events.
+pub(super) fn session_partition(session_id: &str) -> String {
+    format!("{SESSION_PREFIX}{session_id}")
+}
+
+/// Formats `date` as `YYYY-MM-DD`, the partition key of the index by day.
+pub(super) fn day_key(date: Date) -> Result<String, StoreError> {
+    let format = format_description!("[year]-[month]-[day]");
+    date.format(&format).map_err(|error| StoreError::Unavailable(format!("date {date} cannot be written as YYYY-MM-DD: {error}")))
+}
+
+/// Returns the name of a decision as serialized in events.
+pub(super) fn decision_name(decision: Outcome) -> &'static str {
+    match decision {
+        Outcome::Allow => "allow",
+        Outcome::Deny => "deny",
+        Outcome::Unauthorized => "unauthorized",
+        Outcome::Error => "error",
+    }
+}
+
+/// Encodes the item of `event`, and returns it with the event's JSON for the condition.
+fn encode_event(event: &AuditEvent, retention: Option<Duration>) -> Result<(HashMap<String, AttributeValue>, String), StoreError> {
+    let id = &event.event_id;
+    let json = serde_json::to_string(event).map_err(|error| StoreError::Unavailable(format!("failed to encode audit event `{id}` as JSON: {error}")))?;
+    check_sizes(event, &json)?;
+
+    let time_ns = i64::try_from(event.time.unix_timestamp_nanos()).map_err(|_| {
+        StoreError::Unavailable(format!("time {} of audit event `{id}` is outside 1677-09-21 to 2262-04-11 UTC; check the clock", event.time))
+    })?;
+    let time = event
+        .time
+        .format(&Rfc3339)
+        .map_err(|error| StoreError::Unavailable(format!("time {} of audit event `{id}` cannot be written as RFC 3339: {error}", event.time)))?;
+    let day = day_key(event.time.to_offset(UtcOffset::UTC).date())?;
+
+    let mut item = HashMap::from([
+        (PK.to_owned(), AttributeValue::S(session_partition(&event.session_id))),
+        (SK.to_owned(), AttributeValue::S(format!("{EVENT_PREFIX}{id}"))),
+        (EVENT.to_owned(), AttributeValue::S(json.clone())),
+        (SESSION_ID.to_owned(), AttributeValue::S(event.session_id.clone())),
+        (MODEL_ID.to_owned(), AttributeValue::S(event.model_id.clone())),
+        (DECISION.to_owned(), AttributeValue::S(decision_name(event.decision).to_owned())),
+        (TIME.to_owned(), AttributeValue::S(time)),
+        (TIME_NS.to_owned(), AttributeValue::N(time_ns.to_string())),
+        (DAY.to_owned(), AttributeValue::S(day)),
+    ]);
+    if let Some(retention) = retention {
+        item.insert(TTL.to_owned(), AttributeValue::N(expiry_seconds(event.time, retention).to_string()));
+    }
+    Ok((item, json))
+}
+
+/// Rejects an event that DynamoDB would reject, with a message that says what to change.
+fn check_sizes(event: &AuditEvent, json: &str) -> Result<(), StoreError> {
+    let id = &event.event_id;
+    if session_partition(&event.session_id).len() > MAX_PARTITION_KEY_BYTES {
+        return Err(StoreError::Unavailable(format!(
+            "session id of audit event `{id}` is longer than {} bytes, the maximum for a DynamoDB partition key",
+            MAX_PARTITION_KEY_BYTES - SESSION_PREFIX.len()
+        )));
+    }
+    if json.len() > MAX_EVENT_JSON_BYTES {
+        // NOTE: DynamoDB items hold at most 400 KB, so such a call fails closed on AWS while
+        // the SQLite store accepts it. Dropping tool inputs from audit events avoids it.
+        return Err(StoreError::Unavailable(format!(
+            "audit event `{id}` is {} bytes of JSON, over the maximum of {MAX_EVENT_JSON_BYTES} for a DynamoDB item; set `AUDIT_TOOL_INPUT=drop` or send smaller tool inputs",
+            json.len()
+        )));
+    }
+    Ok(())
+}
+
+/// Returns the Unix second at which an event recorded at `time` expires.
+fn expiry_seconds(time: OffsetDateTime, retention: Duration) -> i64 {
+    let retention = i64::try_from(retention.as_secs()).unwrap_or(i64::MAX);
+    time.unix_timestamp().saturating_add(retention)
+}
+
+fn decode_event(item: &HashMap<String, AttributeValue>) -> Result<AuditEvent, StoreError> {
+    let key = item.get(SK).and_then(|value| value.as_s().ok()).map_or("?", String::as_str);
+    let json = item
+        .get(EVENT)
+        .and_then(|value| value.as_s().ok())
+        .ok_or_else(|| StoreError::Corrupt(format!("audit item `{key}` has no string `{EVENT}`")))?;
+
+    serde_json::from_str(json).map_err(|error| StoreError::Corrupt(format!("audit item `{key}` is not a valid event: {error}")))
+}
