@@ -23,6 +23,13 @@ pub(super) fn admin_rejection(state: &AppState, headers: &HeaderMap) -> Option<R
     }
 }
 
+/// Returns the public id of the admin key presented with a request, for recording who made a
+/// change. The key itself is never stored.
+pub(super) fn admin_key_id(headers: &HeaderMap) -> String {
+    let presented = headers.get("x-admin-key").and_then(|value| value.to_str().ok()).unwrap_or_default();
+    format!("admin:{}", mcpsec_policy::keys::key_id(&mcpsec_policy::keys::hash_key(presented)))
+}
+
 /// `GET /api/session/{id}`: one session's full trace, oldest call first.
 pub(super) async fn session(State(state): State<AppState>, headers: HeaderMap, Path(id): Path<String>) -> Response {
     if let Some(response) = admin_rejection(&state, &headers) {

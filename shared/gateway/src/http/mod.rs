@@ -3,6 +3,7 @@
 mod admin;
 mod body;
 mod mcp;
+mod policy_admin;
 mod rest;
 
 use axum::Router;
@@ -20,9 +21,27 @@ pub fn session_routes() -> Router<AppState> {
     Router::new().route("/api/session/{id}", get(admin::session)).route("/api/sessions", get(admin::sessions))
 }
 
+/// Policy routes: read, validate, save, versions, diff and rollback.
+pub fn policy_routes() -> Router<AppState> {
+    Router::new()
+        .route("/api/config", get(policy_admin::get_config).put(policy_admin::put_config).post(policy_admin::put_config))
+        .route("/api/policy/validate", post(policy_admin::validate))
+        .route("/api/policy/versions", get(policy_admin::versions))
+        .route("/api/policy/versions/{id}", get(policy_admin::version))
+        .route("/api/policy/diff", get(policy_admin::diff))
+        .route("/api/policy/rollback/{version}", post(policy_admin::rollback))
+}
+
+/// Routes of the admin function: every route that requires `X-Admin-Key` except the
+/// session routes, which have a function of their own on AWS.
+// TODO: the key routes (`/api/keys…`) and the dashboard (`/dash`) join these.
+pub fn admin_routes() -> Router<AppState> {
+    policy_routes()
+}
+
 /// Builds every route of the one-process gateway.
 pub fn router(state: AppState) -> Router {
-    model_routes().merge(session_routes()).route("/healthz", get(health)).with_state(state)
+    model_routes().merge(session_routes()).merge(admin_routes()).route("/healthz", get(health)).with_state(state)
 }
 
 async fn health() -> axum::Json<serde_json::Value> {
