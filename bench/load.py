@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """Run the HTTP load phases of the gateway benchmark and print a table.
 
-wrk (Debian package `wrk`) generates the load through bench/wrk.lua; this script checks each
-route once, runs the phases, samples the processes' CPU time and the gateway's memory from
-/proc, and compares every gateway phase with the direct phase at the same concurrency.
+wrk (Debian package `wrk`) generates the load through bench/wrk.lua. This script checks each
+route once and runs the phases. It samples the processes' CPU time and the gateway's memory
+from /proc, and compares every gateway phase with the direct phase at the same concurrency.
 
 Phases, repeated in interleaved rounds at each concurrency:
   direct  JSON-RPC tools/call POSTed straight to the upstream MCP server
@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import http.client
 import ipaddress
+import itertools
 import json
 import math
 import os
@@ -41,10 +42,17 @@ TOOL_CALL = {"name": "search.web", "arguments": {"query": "q"}}
 MEMORY_SAMPLE_SECONDS = 0.2
 # Name of the gateway's thread that writes the audit store and audit.log.
 WRITER_THREAD = "sqlite-writer"
+# Appends with fdatasync that probe the disk's sync latency before each phase.
+FSYNC_PROBE_WRITES = 20
+# Connections and time cap of the session growth phase.
+SESSION_GROWTH_CONCURRENCY = 16
+SESSION_GROWTH_MAX_SECONDS = 60
+# Numbers for the session id prefixes of REST phases.
+SESSION_PREFIXES = itertools.count(1)
 
 
 class BenchError(Exception):
-    """A check, a reply or a wrk run failed; the benchmark cannot go on."""
+    """A check, a reply or a wrk run failed, so the benchmark stops."""
 
 
 @dataclass
@@ -54,6 +62,7 @@ class Target:
     name: str
     url: str
     pid: int
+    data_dir: str | None = None
 
 
 @dataclass
@@ -73,6 +82,7 @@ class PhaseResult:
     client_cpu_seconds: float
     machine_busy_fraction: float
     peak_rss_bytes: int | None
+    fdatasync_seconds: float | None
 
     @property
     def calls_per_second(self) -> float:
@@ -94,6 +104,7 @@ class Summary:
     upstream_cpu_us_per_call: float
     client_cpu_us_per_call: float
     machine_busy_fraction: float
+    fdatasync_seconds: float | None
     rounds: list = field(default_factory=list)
 
 
@@ -120,7 +131,7 @@ class Connection:
         self.connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
 
     def post(self, body: dict, headers: dict) -> tuple[int, dict, dict | None]:
-        """POST `body` as JSON; return the status, lowercase headers and the JSON reply, if any."""
+        """POST `body` as JSON and return the status, lowercase headers and JSON reply, if any."""
         data = json.dumps(body).encode()
         all_headers = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream", **headers}
         self.connection.request("POST", self.path, body=data, headers=all_headers)
@@ -216,6 +227,23 @@ def thread_cpu_seconds(pid: int) -> dict[str, float]:
     return totals
 
 
+def probe_fdatasync(directory: str, count: int = FSYNC_PROBE_WRITES) -> float:
+    """Append `count` audit-sized lines to a scratch file in `directory`, each followed by
+    fdatasync, and return the median time of one append and sync in seconds."""
+    times = []
+    descriptor, path = tempfile.mkstemp(prefix="bench-fsync-probe-", dir=directory)
+    try:
+        for _ in range(count):
+            started = time.perf_counter()
+            os.write(descriptor, b"x" * 319 + b"\n")
+            os.fdatasync(descriptor)
+            times.append(time.perf_counter() - started)
+    finally:
+        os.close(descriptor)
+        os.unlink(path)
+    return statistics.median(times)
+
+
 def machine_ticks() -> tuple[int, int]:
     """Return (busy, total) CPU ticks of the whole machine since boot, from /proc/stat."""
     with open("/proc/stat") as stat_file:
@@ -286,7 +314,7 @@ def run_wrk(url: str, args: argparse.Namespace, concurrency: int, duration: floa
     return result
 
 
-def check_wrk_result(label: str, concurrency: int, result: dict) -> None:
+def check_wrk_result(label: str, concurrency: int, max_calls: int | None, result: dict) -> None:
     """Raise BenchError when a run had failed replies or socket errors."""
     errors = {name: count for name, count in result["errors"].items() if count}
     if result["bad_replies"] or errors:
@@ -296,15 +324,25 @@ def check_wrk_result(label: str, concurrency: int, result: dict) -> None:
         )
     if result["requests"] == 0:
         raise BenchError(f"{label} at concurrency {concurrency}: no reply arrived")
+    if max_calls is not None and result["requests"] >= max_calls:
+        # wrk divides by the whole -d duration even when every thread stopped early.
+        raise BenchError(
+            f"{label} at concurrency {concurrency}: reached --max-calls {max_calls} before the time cap, "
+            "so its rate is not valid; raise --max-calls or lower --duration"
+        )
 
 
 def run_phase(args: argparse.Namespace, label: str, mode: str, url: str, concurrency: int, round_index: int,
-              gateway_pid: int | None, upstream_pid: int, duration: float) -> PhaseResult:
-    """Run one phase and measure it."""
+              gateway_pid: int | None, upstream_pid: int, duration: float, data_dir: str | None) -> PhaseResult:
+    """Run one phase and measure it. When `data_dir` is set, probe its sync latency first."""
+    fdatasync_seconds = probe_fdatasync(data_dir) if data_dir else None
     wrk_arguments = [mode, str(args.max_calls), "1"]
     sessions_file = None
     if mode != "direct":
         wrk_arguments.append(args.model_key)
+    if mode == "rest":
+        # A prefix per phase makes every REST call of the run start a new session.
+        wrk_arguments.append(f"bench{next(SESSION_PREFIXES)}")
     if mode == "mcp":
         # Enough sessions that none gets more than CALLS_PER_SESSION calls, counting the calls
         # still in flight when a thread stops.
@@ -332,7 +370,7 @@ def run_phase(args: argparse.Namespace, label: str, mode: str, url: str, concurr
         if sessions_file is not None:
             os.unlink(sessions_file.name)
 
-    check_wrk_result(label, concurrency, result)
+    check_wrk_result(label, concurrency, args.max_calls, result)
     client_cpu = (children_after.ru_utime + children_after.ru_stime) - (children_before.ru_utime + children_before.ru_stime)
     busy_fraction = (busy_after - busy_before) / max(1, total_after - total_before)
     writer_cpu = None
@@ -352,6 +390,7 @@ def run_phase(args: argparse.Namespace, label: str, mode: str, url: str, concurr
         client_cpu_seconds=client_cpu,
         machine_busy_fraction=busy_fraction,
         peak_rss_bytes=sampler.peak if gateway_pid else None,
+        fdatasync_seconds=fdatasync_seconds,
     )
 
 
@@ -376,6 +415,7 @@ def summarize(results: list[PhaseResult]) -> Summary:
         upstream_cpu_us_per_call=sum(result.upstream_cpu_seconds for result in results) / calls * 1e6,
         client_cpu_us_per_call=sum(result.client_cpu_seconds for result in results) / calls * 1e6,
         machine_busy_fraction=statistics.median(result.machine_busy_fraction for result in results),
+        fdatasync_seconds=None if first.fdatasync_seconds is None else statistics.median(result.fdatasync_seconds for result in results),
         rounds=[result.__dict__ for result in results],
     )
 
@@ -385,9 +425,10 @@ def format_table(summaries: list[Summary]) -> str:
     direct = {summary.concurrency: summary for summary in summaries if summary.mode == "direct"}
     header = (
         "| phase | conc. | calls/s | p50 ms | p99 ms | added p50 ms | added p99 ms | throughput vs direct "
-        "| gateway CPU µs/call | of which writer thread | upstream CPU µs/call | wrk CPU µs/call | machine busy |"
+        "| gateway CPU µs/call | of which writer thread | upstream CPU µs/call | wrk CPU µs/call | machine busy "
+        "| fdatasync ms |"
     )
-    lines = [header, "|" + " --- |" * 13]
+    lines = [header, "|" + " --- |" * 14]
     for summary in summaries:
         base = direct.get(summary.concurrency)
         if summary.mode == "direct" or base is None:
@@ -398,51 +439,69 @@ def format_table(summaries: list[Summary]) -> str:
             ratio = f"{summary.calls_per_second / base.calls_per_second:.2f}"
         gateway_cpu = "–" if summary.gateway_cpu_us_per_call is None else f"{summary.gateway_cpu_us_per_call:.0f}"
         writer_cpu = "–" if summary.writer_cpu_us_per_call is None else f"{summary.writer_cpu_us_per_call:.0f}"
+        sync = "–" if summary.fdatasync_seconds is None else f"{summary.fdatasync_seconds * 1000:.2f}"
         lines.append(
             f"| {summary.label} | {summary.concurrency} | {summary.calls_per_second:,.0f} | {summary.p50_us / 1000:.3f} "
             f"| {summary.p99_us / 1000:.3f} | {added_p50} | {added_p99} | {ratio} | {gateway_cpu} | {writer_cpu} "
             f"| {summary.upstream_cpu_us_per_call:.0f} | {summary.client_cpu_us_per_call:.0f} "
-            f"| {summary.machine_busy_fraction:.0%} |"
+            f"| {summary.machine_busy_fraction:.0%} | {sync} |"
         )
     return "\n".join(lines)
 
 
 def parse_gateway(value: str) -> Target:
-    """Parse NAME=URL@PID, as given to --gateway."""
+    """Parse NAME=URL@PID[@DATA_DIR], as given to --gateway."""
     try:
         name, rest = value.split("=", 1)
-        url, pid = rest.rsplit("@", 1)
-        target = Target(name=name, url=url.rstrip("/"), pid=int(pid))
+        url, pid, *data_dir = rest.split("@", 2)
+        target = Target(name=name, url=url.rstrip("/"), pid=int(pid), data_dir=data_dir[0] if data_dir else None)
     except ValueError as error:
-        raise argparse.ArgumentTypeError(f"invalid gateway `{value}`: expected NAME=http://127.0.0.1:PORT@PID") from error
+        raise argparse.ArgumentTypeError(f"invalid gateway `{value}`: expected NAME=http://127.0.0.1:PORT@PID[@DATA_DIR]") from error
     require_loopback(target.url + "/")
     return target
 
 
 def parse_arguments() -> argparse.Namespace:
+    """Parse and check the command line."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--upstream", required=True, help="MCP endpoint of the upstream, e.g. http://127.0.0.1:9000/mcp")
     parser.add_argument("--upstream-pid", type=int, required=True, help="process id of the upstream, for its CPU time")
-    parser.add_argument("--gateway", type=parse_gateway, required=True, help="main gateway as NAME=http://127.0.0.1:PORT@PID")
+    parser.add_argument(
+        "--gateway", type=parse_gateway, required=True,
+        help="main gateway as NAME=http://127.0.0.1:PORT@PID[@DATA_DIR]. With DATA_DIR, the sync latency of its file system is probed before each phase",
+    )
     parser.add_argument(
         "--extra-gateway", type=parse_gateway, action="append", default=[],
-        help="another gateway run once per route after the main rounds, as NAME=URL@PID (repeatable)",
+        help="another gateway run once per route after the main rounds, as NAME=URL@PID[@DATA_DIR] (repeatable)",
     )
+
     parser.add_argument("--model-key", default="modelkey-abc123", help="X-Model-Key of model gpt-4o (default: the example key)")
     parser.add_argument("--concurrency", default="1,16,64", help="comma-separated numbers of connections (default: 1,16,64)")
     parser.add_argument("--extra-concurrency", default="1,16", help="concurrencies for --extra-gateway (default: 1,16)")
+
     parser.add_argument("--duration", type=float, default=8, help="seconds per phase, the time cap (default: 8)")
     parser.add_argument("--warmup", type=float, default=2, help="seconds of unmeasured load per route before the rounds (default: 2)")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; the table shows medians (default: 3)")
-    parser.add_argument("--max-calls", type=int, default=200_000, help="maximum replies per phase, the count cap (default: 200000)")
+    parser.add_argument(
+        "--max-calls", type=int, default=600_000,
+        help="maximum replies per phase, the count cap; a phase that reaches it fails, because wrk then reports a rate "
+        "over the whole duration (default: 600000)",
+    )
     parser.add_argument(
         "--calls-per-session", type=int, default=100,
         help="MCP calls per session before the next session; keep under the policy's per-session limit (default: 100)",
     )
     parser.add_argument("--timeout", type=int, default=10, help="wrk's per-request timeout in seconds (default: 10)")
+    parser.add_argument(
+        "--session-growth-calls", type=int, default=0,
+        help="after the phases, send this many REST calls with new session ids to the last gateway and report its "
+        f"memory growth; capped at {SESSION_GROWTH_MAX_SECONDS} s (default: 0, skip)",
+    )
+
     parser.add_argument("--audit-log", help="the main gateway's audit.log, to count its lines per call")
     parser.add_argument("--json", help="also write all results to this JSON file")
     args = parser.parse_args()
+
     args.concurrency_levels = [int(value) for value in args.concurrency.split(",") if value]
     args.extra_concurrency_levels = [int(value) for value in args.extra_concurrency.split(",") if value]
     if not 0 < args.duration <= 60:
@@ -471,8 +530,22 @@ def count_lines(path: str) -> int:
     return count
 
 
+def measure_session_growth(args: argparse.Namespace, target: Target) -> dict:
+    """Send --session-growth-calls REST calls, each with a new session id, and return the
+    gateway's VmRSS before and after, in bytes."""
+    before = memory_status(target.pid)["VmRSS"]
+    wrk_arguments = ["rest", str(args.session_growth_calls), "1", args.model_key, f"bench{next(SESSION_PREFIXES)}"]
+    result = run_wrk(target.url + "/mcp/toolcall", args, SESSION_GROWTH_CONCURRENCY, SESSION_GROWTH_MAX_SECONDS, wrk_arguments)
+    check_wrk_result(f"{target.name} session growth", SESSION_GROWTH_CONCURRENCY, None, result)
+    time.sleep(1)
+    after = memory_status(target.pid)["VmRSS"]
+    return {"gateway": target.name, "calls": result["requests"], "rss_before": before, "rss_after": after}
+
+
 def print_progress(prefix: str, result: PhaseResult) -> None:
     rss = "" if result.peak_rss_bytes is None else f" gateway VmRSS {result.peak_rss_bytes / 2**20:5.1f} MiB"
+    if result.fdatasync_seconds is not None:
+        rss += f" fdatasync {result.fdatasync_seconds * 1000:.2f} ms"
     print(
         f"{prefix} {result.label:>24} c={result.concurrency:<3} {result.calls_per_second:9,.0f} calls/s "
         f"p50 {result.latency_us['p50'] / 1000:7.3f} ms p99 {result.latency_us['p99'] / 1000:7.3f} ms "
@@ -493,7 +566,7 @@ def run(args: argparse.Namespace) -> dict:
     phases = phases_for(gateway, args.upstream)
     for label, mode, url in phases:
         pid = None if mode == "direct" else gateway.pid
-        result = run_phase(args, label, mode, url, max(args.concurrency_levels), 0, pid, args.upstream_pid, args.warmup)
+        result = run_phase(args, label, mode, url, max(args.concurrency_levels), 0, pid, args.upstream_pid, args.warmup, None)
         if mode != "direct":
             gateway_calls += result.calls
     print(f"warmed up: {args.warmup:g} s per route", flush=True)
@@ -503,7 +576,8 @@ def run(args: argparse.Namespace) -> dict:
         for concurrency in args.concurrency_levels:
             for label, mode, url in phases:
                 pid = None if mode == "direct" else gateway.pid
-                result = run_phase(args, label, mode, url, concurrency, round_index, pid, args.upstream_pid, args.duration)
+                data_dir = None if mode == "direct" else gateway.data_dir
+                result = run_phase(args, label, mode, url, concurrency, round_index, pid, args.upstream_pid, args.duration, data_dir)
                 results.append(result)
                 if mode != "direct":
                     gateway_calls += result.calls
@@ -518,9 +592,14 @@ def run(args: argparse.Namespace) -> dict:
     for target in args.extra_gateway:
         for concurrency in args.extra_concurrency_levels:
             for label, mode, url in phases_for(target, args.upstream)[1:]:
-                result = run_phase(args, label, mode, url, concurrency, 1, target.pid, args.upstream_pid, args.duration)
+                result = run_phase(args, label, mode, url, concurrency, 1, target.pid, args.upstream_pid, args.duration, target.data_dir)
                 extra_results.append(result)
                 print_progress("extra", result)
+
+    growth = None
+    if args.session_growth_calls:
+        growth_target = args.extra_gateway[-1] if args.extra_gateway else gateway
+        growth = measure_session_growth(args, growth_target)
 
     groups: dict[tuple[str, int], list[PhaseResult]] = {}
     for result in results + extra_results:
@@ -540,6 +619,12 @@ def run(args: argparse.Namespace) -> dict:
         f"gateway memory: VmRSS {rss_before['VmRSS'] / mib:.1f} MiB before load, peak sampled VmRSS {peak_rss / mib:.1f} MiB, "
         f"VmRSS {rss_after['VmRSS'] / mib:.1f} MiB 2 s after load, VmHWM {rss_after['VmHWM'] / mib:.1f} MiB"
     )
+    if growth is not None:
+        added = growth["rss_after"] - growth["rss_before"]
+        print(
+            f"{growth['gateway']} memory: VmRSS {growth['rss_before'] / mib:.1f} MiB -> {growth['rss_after'] / mib:.1f} MiB after "
+            f"{growth['calls']:,} REST calls with new session ids ({added / growth['calls']:.0f} bytes per session)"
+        )
     if audit_lines is not None:
         # Calls still in flight when wrk stops are handled but not counted, so the ratio can
         # be slightly above the true number of lines per call.
@@ -551,6 +636,7 @@ def run(args: argparse.Namespace) -> dict:
         "summaries": [summary.__dict__ for summary in summaries],
         "memory_bytes": {"rss_before": rss_before["VmRSS"], "peak_rss": peak_rss, "rss_after": rss_after["VmRSS"], "hwm": rss_after["VmHWM"]},
         "gateway_calls": gateway_calls,
+        "session_growth": growth,
         "audit_log_lines": audit_lines,
         "settings": {key: value for key, value in vars(args).items() if key not in ("gateway", "extra_gateway")},
     }

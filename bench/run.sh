@@ -1,17 +1,18 @@
 #!/usr/bin/env bash
 # HTTP load benchmark of the gateway against direct calls to its upstream.
 #
-# Builds the release binary, starts bench/upstream.js and two gateways in front of it (one
-# with DATA_DIR in a fresh temporary folder on disk, one with DATA_DIR on /dev/shm, which
-# shows what durable audit writes cost), runs bench/load.py and stops everything on exit.
-# Traffic goes to 127.0.0.1 only.
+# Builds the release binary and starts bench/upstream.js with two gateways in front of it.
+# One gateway keeps DATA_DIR in a fresh temporary folder on disk. The other keeps it on
+# /dev/shm, which shows what the durable audit writes cost. Then runs bench/load.py and stops
+# every process it started on exit. Traffic goes to 127.0.0.1 only.
 #
 # Usage: bench/run.sh [load.py options]   e.g. bench/run.sh --rounds 1 --concurrency 1,16
 # Environment:
 #   BENCH_SHM=0          skip the /dev/shm gateway
 #   BENCH_RESULTS=FILE   also write all results as JSON to FILE
 #   BENCH_TMPDIR=DIR     parent folder of the on-disk DATA_DIR (default: $TMPDIR or /tmp)
-# Needs cargo, node, python3 and wrk; installs wrk with apt-get when it is missing.
+#   BENCH_BINARY=PATH    benchmark this mcpsec binary instead of building target/release/mcpsec
+# Needs cargo, node, python3 and wrk, and installs wrk with apt-get when it is missing.
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -68,8 +69,14 @@ if ! command -v wrk >/dev/null; then
     || fail "installing wrk failed; run 'apt-get install wrk' as root"
 fi
 
-cargo build --release -j2 -p mcpsec
-binary="$repo/target/release/mcpsec"
+if [[ -n "${BENCH_BINARY:-}" ]]; then
+  binary=$(realpath "$BENCH_BINARY")
+  [[ -x "$binary" ]] || fail "BENCH_BINARY=$BENCH_BINARY is not an executable file"
+else
+  cargo build --release -j2 -p mcpsec
+  binary="$repo/target/release/mcpsec"
+fi
+echo "binary: $binary, modified $(date -u -r "$binary" '+%Y-%m-%d %H:%M UTC')"
 
 work=$(mktemp -d "${BENCH_TMPDIR:-${TMPDIR:-/tmp}}/mcpsec-bench.XXXXXX")
 node bench/upstream.js 0 >"$work/upstream.out" 2>&1 &
@@ -77,7 +84,8 @@ upstream_pid=$!
 started_pids+=("$upstream_pid")
 upstream_url=$(wait_for_line "$upstream_pid" "$work/upstream.out" 'listening on http://' | sed -E 's/.*(http:[^ ]+).*/\1/')
 
-# Starts a gateway with DATA_DIR $2 in front of the upstream; sets gateway_pid and gateway_url.
+# Starts gateway $1 with DATA_DIR $2 in front of the upstream, then sets gateway_pid and
+# gateway_url.
 start_gateway() {
   local name=$1 data_dir=$2
   env -u UPSTREAMS_FILE -u ADMIN_KEY -u SESSION_SECRET \
@@ -90,17 +98,18 @@ start_gateway() {
 }
 
 start_gateway disk "$work/data"
-load_args=(--upstream "$upstream_url" --upstream-pid "$upstream_pid" --gateway "gateway=$gateway_url@$gateway_pid")
+load_args=(--upstream "$upstream_url" --upstream-pid "$upstream_pid" --gateway "gateway=$gateway_url@$gateway_pid@$work/data")
 
 if [[ "${BENCH_SHM:-1}" != 0 && -d /dev/shm ]]; then
   shm_work=$(mktemp -d /dev/shm/mcpsec-bench.XXXXXX)
   start_gateway shm "$shm_work/data"
-  load_args+=(--extra-gateway "gateway on /dev/shm=$gateway_url@$gateway_pid")
+  load_args+=(--extra-gateway "gateway on /dev/shm=$gateway_url@$gateway_pid@$shm_work/data")
 fi
 
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'), $(awk '/MemTotal/ {printf "%.1f GiB", $2 / 1048576}' /proc/meminfo)"
+echo "load average before the run (1, 5, 15 min): $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "upstream: $upstream_url (pid $upstream_pid); gateway data: $work/data"
-python3 bench/load.py "${load_args[@]}" --audit-log "$work/data/audit.log" --json "$work/results.json" "$@"
+python3 bench/load.py "${load_args[@]}" --session-growth-calls 200000 --audit-log "$work/data/audit.log" --json "$work/results.json" "$@"
 
 if [[ -n "${BENCH_RESULTS:-}" ]]; then
   cp "$work/results.json" "$BENCH_RESULTS"

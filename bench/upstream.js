@@ -1,5 +1,5 @@
-// A minimal MCP Streamable HTTP server for load benchmarks: it answers every message at once
-// with a small JSON body, keeps no state and issues no session id.
+// A minimal MCP Streamable HTTP server for load benchmarks. It replies to every message at
+// once with a small JSON body, keeps no state and issues no session id.
 //
 // Usage: node bench/upstream.js [PORT]   (PORT 0, the default, picks a free port)
 // Prints `upstream: listening on http://127.0.0.1:PORT/mcp` when ready. Listens on 127.0.0.1
@@ -113,7 +113,7 @@ function handle(request, response) {
 
 const port = Number(process.argv[2] ?? 0);
 const server = http.createServer({ noDelay: true }, handle);
-// The gateway's HTTP client keeps idle connections for 90 s; Node's default of 5 s would close
+// The gateway's HTTP client keeps idle connections for 90 s. Node's default of 5 s would close
 // them between benchmark phases and race with their reuse.
 server.keepAliveTimeout = 120_000;
 server.headersTimeout = 125_000;

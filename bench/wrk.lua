@@ -1,14 +1,17 @@
--- wrk script for bench/load.py: sends one kind of tool call, checks every reply, stops each
--- thread after a maximum number of replies, and prints the results as one JSON line.
+-- wrk script for bench/load.py. It sends one kind of tool call and checks every reply. Each
+-- thread stops after a maximum number of replies, and done() prints the results as one JSON
+-- line.
 --
--- Script arguments (after `--`): MODE MAX_REPLIES THREADS [MODEL_KEY [SESSIONS_FILE CALLS_PER_SESSION]]
+-- Script arguments (after `--`): MODE MAX_REPLIES THREADS [MODEL_KEY [SESSION_PREFIX | SESSIONS_FILE CALLS_PER_SESSION]]
 --   MODE direct  JSON-RPC tools/call POSTed straight to the upstream MCP server.
---   MODE rest    POST /mcp/toolcall on the gateway with a new session_id on every call.
+--   MODE rest    POST /mcp/toolcall on the gateway with a new session_id on every call:
+--                SESSION_PREFIX-THREAD-N (default prefix `bench`).
 --   MODE mcp     JSON-RPC tools/call on the gateway's POST /mcp. Sessions come from
 --                SESSIONS_FILE, one Mcp-Session-Id per line; thread t uses lines t, t+THREADS,
 --                ... and moves to its next session after CALLS_PER_SESSION calls, so that no
 --                session reaches a per-session call limit.
---   MAX_REPLIES  replies per thread after which the thread stops (wrk's -d caps the time).
+--   MAX_REPLIES  replies per thread after which the thread stops. wrk still divides by the
+--                whole -d duration, so a run that stops early reports too low a rate.
 
 local threads = {}
 local thread_count = 0
@@ -36,10 +39,15 @@ function init(args)
     error("unknown mode `" .. tostring(mode) .. "`; expected direct, rest or mcp")
   end
   if max_replies == nil or threads_total == nil then
-    error("usage: -- MODE MAX_REPLIES THREADS [MODEL_KEY [SESSIONS_FILE CALLS_PER_SESSION]]")
+    error("usage: -- MODE MAX_REPLIES THREADS [MODEL_KEY [SESSION_PREFIX | SESSIONS_FILE CALLS_PER_SESSION]]")
   end
   if mode ~= "direct" and model_key == nil then
     error("mode " .. mode .. " needs MODEL_KEY")
+  end
+
+  session_prefix = "bench"
+  if mode == "rest" and args[5] ~= nil then
+    session_prefix = args[5]
   end
 
   if mode == "mcp" then
@@ -84,12 +92,13 @@ function request()
     local headers = { ["Content-Type"] = "application/json", ["Accept"] = "application/json, text/event-stream" }
     return wrk.format("POST", nil, headers, body)
   elseif mode == "rest" then
-    local body = '{"model_id":"' .. MODEL_ID .. '","session_id":"bench-' .. thread_id .. '-' .. sent
+    local body = '{"model_id":"' .. MODEL_ID .. '","session_id":"' .. session_prefix .. '-' .. thread_id .. '-' .. sent
       .. '","tool_name":"' .. TOOL_NAME .. '","input":{"query":"q"}}'
     local headers = { ["Content-Type"] = "application/json", ["X-Model-Key"] = model_key }
     return wrk.format("POST", nil, headers, body)
   end
-  -- A session past the end of the list wraps around; the replies then show any limit reached.
+  -- A session past the end of the list wraps around, and the reply checks then catch any
+  -- limit that it reaches.
   local index = math.floor((sent - 1) / calls_per_session) % #mcp_requests + 1
   return mcp_requests[index]
 end

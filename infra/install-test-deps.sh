@@ -2,8 +2,13 @@
 # Install what the end-to-end tests need, and skip each step that is already
 # up to date:
 #   1. a Python venv at infra/.venv with infra/test-deps/requirements.txt,
-#      which contains the official MCP Python SDK that tests/mcp_client.py uses;
-#   2. `npm ci` in infra/test-deps, which installs the reference MCP server
+#      which contains the official MCP Python SDK that tests/mcp_client.py uses,
+#      moto's AWS emulator server (moto_server) for the AWS store tests, and
+#      cargo-lambda with the Zig toolchain, which build the Lambda functions and
+#      run them locally;
+#   2. a Python venv at infra/.venv-sam with the AWS SAM CLI
+#      (infra/test-deps/requirements-sam.txt), which validates template.yaml;
+#   3. `npm ci` in infra/test-deps, which installs the reference MCP server
 #      @modelcontextprotocol/server-everything at the version in package.json.
 #
 # Usage: bash infra/install-test-deps.sh   (from any directory)
@@ -12,7 +17,7 @@
 #
 # Each step writes a stamp file with the sha256 of its inputs (the requirements
 # or the lock file, plus the interpreter version) after it succeeds, so an
-# interrupted install is redone on the next run. Delete infra/.venv or
+# interrupted install is redone on the next run. Delete infra/.venv, infra/.venv-sam or
 # infra/test-deps/node_modules to force a reinstall.
 #
 # Starting the reference server in Streamable HTTP mode (read from
@@ -31,13 +36,23 @@
 #   "serve-everything: listening on http://127.0.0.1:PORT/mcp".
 #   Upstream also prints "MCP Streamable HTTP Server listening on port PORT"
 #   to stderr, and logs each request to stdout, so drain or redirect stdout.
+#
+# Starting the AWS emulator (moto 5.2.5, moto/server.py): this script starts
+# nothing, and the tests start their own:
+#   infra/.venv/bin/moto_server -H 127.0.0.1 -p 0
+# - `-p 0` picks a free port. The server is ready when stderr shows
+#   " * Running on http://127.0.0.1:PORT", after about 1 to 2 s.
+# - One server emulates every service (DynamoDB, DynamoDB Streams, S3) on
+#   that port. Point clients at http://127.0.0.1:PORT with path-style S3
+#   addresses and any static credentials.
+# - It logs each request to stderr, so drain or redirect stderr.
 
 set -euo pipefail
 
 INFRA_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 DEPS_DIR="$INFRA_DIR/test-deps"
 VENV_DIR="$INFRA_DIR/.venv"
-VENV_STAMP="$VENV_DIR/.requirements.sha256"
+SAM_VENV_DIR="$INFRA_DIR/.venv-sam"
 NODE_MODULES_DIR="$DEPS_DIR/node_modules"
 NPM_STAMP="$NODE_MODULES_DIR/.package-lock.sha256"
 PYTHON="${PYTHON:-python3}"
@@ -63,20 +78,11 @@ elapsed_since() {
     awk -v start="$1" -v now="$(date +%s.%N)" 'BEGIN { printf "%.1f", now - start }'
 }
 
-install_python_venv() {
+check_python() {
     command -v "$PYTHON" >/dev/null ||
         fail "Python interpreter '$PYTHON' not found; install Python 3.10+ or set PYTHON"
     "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 10))' ||
         fail "$("$PYTHON" --version 2>&1) is too old; the mcp package needs Python 3.10+ (set PYTHON)"
-
-    local python_version expected
-    python_version="$("$PYTHON" -c 'import sys; print(sys.version)')"
-    expected="$(fingerprint "$python_version" "$DEPS_DIR/requirements.txt")"
-
-    if [[ -x "$VENV_DIR/bin/python" && -f "$VENV_STAMP" && "$(cat "$VENV_STAMP")" == "$expected" ]]; then
-        log "python venv infra/.venv: up to date with requirements.txt, skipped"
-        return
-    fi
 
     # Debian's own python3 ships ensurepip, which venv needs, in a separate package.
     if ! "$PYTHON" -c 'import ensurepip' 2>/dev/null; then
@@ -88,15 +94,29 @@ install_python_venv() {
             fail "$PYTHON has no ensurepip module; install python3-venv (apt-get install python3-venv)"
         fi
     fi
+}
+
+# Create the venv $1 from the requirements file $2, unless its stamp shows that it already
+# holds exactly those requirements for this interpreter.
+install_python_venv() {
+    local venv_dir="$1" requirements="$2"
+    local name="infra/${venv_dir##*/}" stamp="$venv_dir/.requirements.sha256"
+    local python_version expected
+    python_version="$("$PYTHON" -c 'import sys; print(sys.version)')"
+    expected="$(fingerprint "$python_version" "$requirements")"
+
+    if [[ -x "$venv_dir/bin/python" && -f "$stamp" && "$(cat "$stamp")" == "$expected" ]]; then
+        log "python venv $name: up to date with ${requirements##*/}, skipped"
+        return
+    fi
 
     local start
     start="$(date +%s.%N)"
-    rm -rf "$VENV_DIR"
-    "$PYTHON" -m venv "$VENV_DIR"
-    "$VENV_DIR/bin/python" -m pip install --quiet --disable-pip-version-check --no-input \
-        -r "$DEPS_DIR/requirements.txt"
-    echo "$expected" >"$VENV_STAMP"
-    log "python venv infra/.venv: created with $("$PYTHON" --version 2>&1) and installed requirements.txt in $(elapsed_since "$start") s"
+    rm -rf "$venv_dir"
+    "$PYTHON" -m venv "$venv_dir"
+    "$venv_dir/bin/python" -m pip install --quiet --disable-pip-version-check --no-input -r "$requirements"
+    echo "$expected" >"$stamp"
+    log "python venv $name: created with $("$PYTHON" --version 2>&1) and installed ${requirements##*/} in $(elapsed_since "$start") s"
 }
 
 install_node_modules() {
@@ -127,7 +147,11 @@ main() {
     exec 9>"$INFRA_DIR/.install-test-deps.lock"
     flock 9
 
-    install_python_venv
+    check_python
+    install_python_venv "$VENV_DIR" "$DEPS_DIR/requirements.txt"
+    # The SAM CLI pins versions of click, pydantic and boto3 that conflict with the other
+    # test packages, so it gets a venv of its own.
+    install_python_venv "$SAM_VENV_DIR" "$DEPS_DIR/requirements-sam.txt"
     install_node_modules
 }
 

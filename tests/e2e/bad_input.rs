@@ -10,13 +10,17 @@ use crate::support::{FULL_KEY, FULL_MODEL, Gateway, GatewayOptions, ReferenceSer
 const BODY_LIMIT: usize = 4096;
 const JSON: &str = "application/json";
 
-/// A message longer than [`BODY_LIMIT`].
+/// Builds a message longer than [`BODY_LIMIT`].
 fn oversized_message() -> String {
     "a".repeat(BODY_LIMIT + 1)
 }
 
 fn small_gateway(reference: &ReferenceServer) -> Result<Gateway> {
-    Gateway::start(GatewayOptions { upstream_url: Some(reference.url().to_owned()), max_body_bytes: Some(BODY_LIMIT), ..GatewayOptions::default() })
+    Gateway::start(GatewayOptions {
+        upstream_url: Some(reference.url().to_owned()),
+        max_body_bytes: Some(BODY_LIMIT),
+        ..GatewayOptions::default()
+    })
 }
 
 /// One invalid REST request and the rejection it must get.
@@ -31,23 +35,41 @@ struct RestCase {
 
 fn rest_cases() -> Vec<RestCase> {
     let session = "bad-input-rest";
-    let echo = |input: Value| json!({"model_id": FULL_MODEL, "session_id": session, "tool_name": "echo", "input": input}).to_string();
+    let echo = |input: Value| {
+        json!({"model_id": FULL_MODEL, "session_id": session, "tool_name": "echo", "input": input}).to_string()
+    };
     let without = |field: &str| {
-        let mut body = json!({"model_id": FULL_MODEL, "session_id": session, "tool_name": "echo", "input": {"message": "hi"}});
+        let mut body =
+            json!({"model_id": FULL_MODEL, "session_id": session, "tool_name": "echo", "input": {"message": "hi"}});
         if let Some(object) = body.as_object_mut() {
             object.remove(field);
         }
         body.to_string()
     };
     let with = |field: &str, value: Value| {
-        let mut body = json!({"model_id": FULL_MODEL, "session_id": session, "tool_name": "echo", "input": {"message": "hi"}});
-        body[field] = value;
+        let mut body =
+            json!({"model_id": FULL_MODEL, "session_id": session, "tool_name": "echo", "input": {"message": "hi"}});
+        if let Some(object) = body.as_object_mut() {
+            object.insert(field.to_owned(), value);
+        }
         body.to_string()
     };
-    let case = |name, content_type, body, status, reason_contains| RestCase { name, content_type, body, status, reason_contains };
+    let case = |name, content_type, body, status, reason_contains| RestCase {
+        name,
+        content_type,
+        body,
+        status,
+        reason_contains,
+    };
 
     vec![
-        case("malformed JSON", Some(JSON), r#"{"model_id": "full", "session_id": "#.to_owned(), 400, "line 1 column 35"),
+        case(
+            "malformed JSON",
+            Some(JSON),
+            r#"{"model_id": "full", "session_id": "#.to_owned(),
+            400,
+            "line 1 column 35",
+        ),
         case("JSON array", Some(JSON), "[1, 2]".to_owned(), 400, "JSON object"),
         case("missing model_id", Some(JSON), without("model_id"), 400, "`model_id`"),
         case("missing session_id", Some(JSON), without("session_id"), 400, "`session_id`"),
@@ -80,7 +102,12 @@ async fn rest_rejects_bad_bodies_before_upstream() -> Result<()> {
         assert_eq!(reply.status, case.status, "{name}: status: {}", reply.text);
         assert_eq!(reply.json["status"], "invalid_request", "{name}: body status: {}", reply.text);
         let reason = reply.json["reason"].as_str().unwrap_or_default();
-        assert!(reason.contains(case.reason_contains), "{name}: reason contains `{}`: {}", case.reason_contains, reply.text);
+        assert!(
+            reason.contains(case.reason_contains),
+            "{name}: reason contains `{}`: {}",
+            case.reason_contains,
+            reply.text
+        );
     }
 
     let sessions = gateway.sessions().await?;
@@ -100,14 +127,20 @@ struct McpCase {
 
 fn call_message(id: Option<Value>, message: &str) -> Value {
     let mut call = json!({"jsonrpc": "2.0", "method": "tools/call", "params": {"name": "echo", "arguments": {"message": message}}});
-    if let Some(id) = id {
-        call["id"] = id;
+    if let (Some(id), Some(object)) = (id, call.as_object_mut()) {
+        object.insert("id".to_owned(), id);
     }
     call
 }
 
 fn mcp_cases() -> Vec<McpCase> {
-    let case = |name, content_type, body: Value, status, reply| McpCase { name, content_type, body: body.to_string(), status, reply };
+    let case = |name, content_type, body: Value, status, reply| McpCase {
+        name,
+        content_type,
+        body: body.to_string(),
+        status,
+        reply,
+    };
     let params = |params: Value| json!({"jsonrpc": "2.0", "id": 5, "method": "tools/call", "params": params});
     let invalid = |id: Value| Some((id, Err(-32600)));
 
@@ -120,16 +153,46 @@ fn mcp_cases() -> Vec<McpCase> {
             reply: Some((Value::Null, Err(-32700))),
         },
         case("text/plain", "text/plain", call_message(Some(json!(2)), "plain"), 415, invalid(Value::Null)),
-        case("body over MAX_BODY_BYTES", JSON, call_message(Some(json!(3)), &oversized_message()), 413, invalid(Value::Null)),
+        case(
+            "body over MAX_BODY_BYTES",
+            JSON,
+            call_message(Some(json!(3)), &oversized_message()),
+            413,
+            invalid(Value::Null),
+        ),
         case("batch", JSON, json!([call_message(Some(json!(4)), "batch")]), 400, invalid(Value::Null)),
         case("id null", JSON, call_message(Some(Value::Null), "id null"), 400, invalid(Value::Null)),
         case("id object", JSON, call_message(Some(json!({"n": 1})), "id object"), 400, invalid(Value::Null)),
-        case("jsonrpc missing", JSON, json!({"id": 6, "method": "tools/call", "params": {"name": "echo"}}), 400, invalid(json!(6))),
+        case(
+            "jsonrpc missing",
+            JSON,
+            json!({"id": 6, "method": "tools/call", "params": {"name": "echo"}}),
+            400,
+            invalid(json!(6)),
+        ),
         case("params not an object", JSON, params(json!(["echo"])), 400, invalid(json!(5))),
-        case("name missing", JSON, params(json!({"arguments": {"message": "no name"}})), 200, Some((json!(5), Err(-32602)))),
+        case(
+            "name missing",
+            JSON,
+            params(json!({"arguments": {"message": "no name"}})),
+            200,
+            Some((json!(5), Err(-32602))),
+        ),
         case("name is a number", JSON, params(json!({"name": 5})), 200, Some((json!(5), Err(-32602)))),
-        case("arguments is a string", JSON, params(json!({"name": "echo", "arguments": "x"})), 200, Some((json!(5), Err(-32602)))),
-        case("unknown method", JSON, json!({"jsonrpc": "2.0", "id": 7, "method": "resources/list"}), 200, Some((json!(7), Err(-32601)))),
+        case(
+            "arguments is a string",
+            JSON,
+            params(json!({"name": "echo", "arguments": "x"})),
+            200,
+            Some((json!(5), Err(-32602))),
+        ),
+        case(
+            "unknown method",
+            JSON,
+            json!({"jsonrpc": "2.0", "id": 7, "method": "resources/list"}),
+            200,
+            Some((json!(7), Err(-32601))),
+        ),
         case("notification", JSON, json!({"jsonrpc": "2.0", "method": "notifications/initialized"}), 202, None),
         case("tools/call as a notification", JSON, call_message(None, "notification"), 202, None),
         case("id 0", JSON, call_message(Some(json!(0)), "id zero"), 200, Some((json!(0), Ok(())))),
@@ -143,10 +206,11 @@ async fn initialize(gateway: &Gateway) -> Result<String> {
         "jsonrpc": "2.0", "id": 1, "method": "initialize",
         "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "mcpsec-e2e", "version": "0"}}
     });
-    let headers = [("content-type", JSON), ("accept", "application/json, text/event-stream"), ("x-model-key", FULL_KEY)];
+    let headers =
+        [("content-type", JSON), ("accept", "application/json, text/event-stream"), ("x-model-key", FULL_KEY)];
     let reply = gateway.post("/mcp", &headers, message.to_string().into_bytes()).await?;
     if reply.status != 200 {
-        bail!("initialize answered {}: {}", reply.status, reply.text);
+        bail!("initialize returned {}: {}", reply.status, reply.text);
     }
     match reply.headers.get("mcp-session-id").and_then(|value| value.to_str().ok()) {
         Some(session_id) => Ok(session_id.to_owned()),
@@ -180,7 +244,11 @@ async fn mcp_rejects_bad_messages_before_upstream() -> Result<()> {
         match expected {
             Ok(()) => {
                 assert!(reply.json.get("error").is_none(), "{name}: the call succeeds: {}", reply.text);
-                assert!(reply.json["result"]["content"].is_array(), "{name}: the result is a CallToolResult: {}", reply.text);
+                assert!(
+                    reply.json["result"]["content"].is_array(),
+                    "{name}: the result is a CallToolResult: {}",
+                    reply.text
+                );
             }
             Err(code) => {
                 assert_eq!(reply.json["error"]["code"], code, "{name}: error code: {}", reply.text);
@@ -189,13 +257,23 @@ async fn mcp_rejects_bad_messages_before_upstream() -> Result<()> {
         }
     }
 
-    let malformed = gateway.post("/mcp", &[("content-type", JSON), ("x-model-key", FULL_KEY)], b"{\"jsonrpc\": \"2.0\",\n  \"id\": }".to_vec()).await?;
+    let malformed = gateway
+        .post(
+            "/mcp",
+            &[("content-type", JSON), ("x-model-key", FULL_KEY)],
+            b"{\"jsonrpc\": \"2.0\",\n  \"id\": }".to_vec(),
+        )
+        .await?;
     let message = malformed.json["error"]["message"].as_str().unwrap_or_default();
     assert!(message.contains("line 2 column 9"), "a parse error names its line and column: {}", malformed.text);
 
     let events = gateway.trace_events(&session_id).await?;
     let inputs: Vec<&Value> = events.iter().map(|event| &event["input"]).collect();
-    assert_eq!(inputs, [&json!({"message": "id zero"}), &json!({"message": "id empty"})], "only the two valid calls were recorded");
+    assert_eq!(
+        inputs,
+        [&json!({"message": "id zero"}), &json!({"message": "id empty"})],
+        "only the two valid calls were recorded"
+    );
     let decisions: Vec<&Value> = events.iter().map(|event| &event["decision"]).collect();
     assert_eq!(decisions, [&json!("allow"), &json!("allow")], "both valid calls were allowed");
     let sessions = gateway.sessions().await?;

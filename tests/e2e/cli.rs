@@ -13,11 +13,21 @@ const EXAMPLE_POLICY: &str = "examples/policies.yaml";
 /// `MODEL_KEYS_FILE` or `POLICY_FILE` of the test process cannot fill in options.
 fn mcpsec(args: &[&str]) -> Result<Output> {
     let binary = gateway_binary()?;
-    Command::new(&binary).args(args).env_clear().current_dir(repo_root()?).output().with_context(|| format!("failed to run `{}`", binary.display()))
+    Command::new(&binary)
+        .args(args)
+        .env_clear()
+        .current_dir(repo_root()?)
+        .output()
+        .with_context(|| format!("failed to run `{}`", binary.display()))
 }
 
 fn describe(output: &Output) -> String {
-    format!("{}\nstdout:\n{}\nstderr:\n{}", output.status, String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr))
+    format!(
+        "{}\nstdout:\n{}\nstderr:\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
 }
 
 #[test]
@@ -26,8 +36,16 @@ fn validate_accepts_shipped_examples() -> Result<()> {
     assert_eq!(output.status.code(), Some(0), "validate exits 0 on the examples: {}", describe(&output));
 
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(stdout.contains(&format!("{EXAMPLE_POLICY}: valid")), "validate reports the policy valid: {}", describe(&output));
-    assert!(stdout.contains(&format!("{EXAMPLE_KEYS}: valid")), "validate reports the keys file valid: {}", describe(&output));
+    assert!(
+        stdout.contains(&format!("{EXAMPLE_POLICY}: valid")),
+        "validate reports the policy valid: {}",
+        describe(&output)
+    );
+    assert!(
+        stdout.contains(&format!("{EXAMPLE_KEYS}: valid")),
+        "validate reports the keys file valid: {}",
+        describe(&output)
+    );
     Ok(())
 }
 
@@ -43,14 +61,30 @@ fn validate_reports_policy_error_position() -> Result<()> {
     assert_eq!(output.status.code(), Some(2), "validate exits 2 on a broken policy: {}", describe(&output));
     let stderr = String::from_utf8_lossy(&output.stderr);
     let position = format!("{policy}:5:13:");
-    assert!(stderr.contains(&position), "validate names `{position}`, the file, line and column of `maybe`: {}", describe(&output));
+    assert!(
+        stderr.contains(&position),
+        "validate names `{position}`, the file, line and column of `maybe`: {}",
+        describe(&output)
+    );
     assert!(stderr.contains("maybe"), "validate quotes the invalid value: {}", describe(&output));
     Ok(())
 }
 
 #[test]
 fn check_denies_calendar_delete_with_rule_id() -> Result<()> {
-    let args = ["check", "--keys", EXAMPLE_KEYS, "--policy", EXAMPLE_POLICY, "--model", "gpt-4o", "--tool", "calendar.delete_event", "--input", r#"{"id": "evt-1"}"#];
+    let args = [
+        "check",
+        "--keys",
+        EXAMPLE_KEYS,
+        "--policy",
+        EXAMPLE_POLICY,
+        "--model",
+        "gpt-4o",
+        "--tool",
+        "calendar.delete_event",
+        "--input",
+        r#"{"id": "evt-1"}"#,
+    ];
     let output = mcpsec(&args)?;
     assert_eq!(output.status.code(), Some(1), "check exits 1 on a denied call: {}", describe(&output));
     let stdout = String::from_utf8_lossy(&output.stdout);
@@ -60,7 +94,19 @@ fn check_denies_calendar_delete_with_rule_id() -> Result<()> {
 
 #[test]
 fn check_allows_calendar_create() -> Result<()> {
-    let args = ["check", "--keys", EXAMPLE_KEYS, "--policy", EXAMPLE_POLICY, "--model", "gpt-4o", "--tool", "calendar.create_event", "--key", "modelkey-abc123"];
+    let args = [
+        "check",
+        "--keys",
+        EXAMPLE_KEYS,
+        "--policy",
+        EXAMPLE_POLICY,
+        "--model",
+        "gpt-4o",
+        "--tool",
+        "calendar.create_event",
+        "--key",
+        "modelkey-abc123",
+    ];
     let output = mcpsec(&args)?;
     assert_eq!(output.status.code(), Some(0), "check exits 0 on an allowed call: {}", describe(&output));
     Ok(())

@@ -1,7 +1,8 @@
 //! End-to-end tests of the `mcpsec` binary. Each test starts its own gateway on a free
-//! 127.0.0.1 port with a fresh data folder and, where it needs one, its own reference MCP
-//! server (`@modelcontextprotocol/server-everything`), and drives the gateway over REST, over
-//! MCP with the official Python SDK client (`tests/mcp_client.py`), or through its command line.
+//! 127.0.0.1 port with a fresh data folder. Where a test needs an upstream, it also starts
+//! its own reference MCP server (`@modelcontextprotocol/server-everything`). The tests drive
+//! the gateway over REST, over MCP with the official Python SDK client (`tests/mcp_client.py`),
+//! and through its command line.
 //!
 //! Before running them, build the binary and install the Node and Python dependencies:
 //!
@@ -18,6 +19,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod aws_store;
 mod bad_input;
 mod cli;
 mod demo_smoke;

@@ -20,13 +20,18 @@ fn allowed_calls() -> Vec<(&'static str, Value)> {
 #[tokio::test]
 async fn allowed_calls_return_upstream_results_unchanged() -> Result<()> {
     let reference = ReferenceServer::start()?;
-    let gateway = Gateway::start(GatewayOptions { upstream_url: Some(reference.url().to_owned()), ..GatewayOptions::default() })?;
+    let gateway =
+        Gateway::start(GatewayOptions { upstream_url: Some(reference.url().to_owned()), ..GatewayOptions::default() })?;
     let calls = allowed_calls();
-    let ops: Vec<Value> = calls.iter().map(|(name, arguments)| json!({"op": "call_tool", "name": name, "arguments": arguments})).collect();
+    let ops: Vec<Value> = calls
+        .iter()
+        .map(|(name, arguments)| json!({"op": "call_tool", "name": name, "arguments": arguments}))
+        .collect();
     let ops = Value::Array(ops);
     let url = gateway.mcp_url();
     let full_key = [key_header(FULL_KEY)];
-    let (direct, through_gateway) = tokio::try_join!(run_mcp_client(reference.url(), &[], &ops), run_mcp_client(&url, &full_key, &ops))?;
+    let (direct, through_gateway) =
+        tokio::try_join!(run_mcp_client(reference.url(), &[], &ops), run_mcp_client(&url, &full_key, &ops))?;
 
     for (index, (name, arguments)) in calls.iter().enumerate() {
         let expected = direct.call_result(index)?;
@@ -35,13 +40,23 @@ async fn allowed_calls_return_upstream_results_unchanged() -> Result<()> {
 
         let body = json!({"model_id": FULL_MODEL, "session_id": "tool-calls", "tool_name": name, "input": arguments});
         let reply = gateway.rest_call(Some(FULL_KEY), &body).await?;
-        assert_eq!(reply.status, 200, "REST call `{name}` {arguments} answers 200: {}", reply.text);
+        assert_eq!(reply.status, 200, "REST call `{name}` {arguments} returns 200: {}", reply.text);
         assert_eq!(reply.json["status"], "ok", "REST call `{name}` has status `ok`: {}", reply.text);
-        assert!(reply.json["event_id"].as_str().is_some_and(|id| !id.is_empty()), "REST call `{name}` names its audit event: {}", reply.text);
-        assert_eq!(&reply.json["result"], expected, "REST call `{name}` {arguments} returns the reference server's result");
+        assert!(
+            reply.json["event_id"].as_str().is_some_and(|id| !id.is_empty()),
+            "REST call `{name}` names its audit event: {}",
+            reply.text
+        );
+        assert_eq!(
+            &reply.json["result"], expected,
+            "REST call `{name}` {arguments} returns the reference server's result"
+        );
     }
 
     let tool_error = direct.call_result(3)?;
-    assert_eq!(tool_error["isError"], true, "invalid arguments to `get-sum` are a tool error on the reference server: {tool_error}");
+    assert_eq!(
+        tool_error["isError"], true,
+        "invalid arguments to `get-sum` are a tool error on the reference server: {tool_error}"
+    );
     Ok(())
 }

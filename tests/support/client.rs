@@ -17,6 +17,9 @@ const OPERATION_TIMEOUT_SECONDS: &str = "20";
 /// Limit on one whole client run.
 const RUN_TIMEOUT: Duration = Duration::from_secs(90);
 
+/// The value returned for an operation that is not in the output.
+static NULL: Value = Value::Null;
+
 /// Exit status of the client when initialize failed.
 pub const EXIT_INITIALIZE_FAILED: i32 = 3;
 
@@ -30,16 +33,18 @@ pub struct ClientRun {
 }
 
 impl ClientRun {
-    /// The outcome of operation `index`, or `Value::Null` when there is none.
+    /// Returns the outcome of operation `index`, or `Value::Null` when there is none.
     pub fn result(&self, index: usize) -> &Value {
-        &self.output["results"][index]
+        self.output.get("results").and_then(|results| results.get(index)).unwrap_or(&NULL)
     }
 
-    /// The tools of the `list_tools` operation at `index`, by name, in the order listed.
+    /// Returns the tools of the `list_tools` operation at `index`, by name, in the order listed.
     /// Fails when initialize or the operation failed, or a name repeats.
     pub fn tools(&self, index: usize) -> Result<Vec<(String, Value)>> {
         let outcome = self.successful(index)?;
-        let Some(tools) = outcome["tools"].as_array() else { bail!("operation {index} has no `tools` array: {outcome}") };
+        let Some(tools) = outcome["tools"].as_array() else {
+            bail!("operation {index} has no `tools` array: {outcome}")
+        };
 
         let mut named = Vec::with_capacity(tools.len());
         for tool in tools {
@@ -52,12 +57,12 @@ impl ClientRun {
         Ok(named)
     }
 
-    /// The `result` of the successful operation at `index`.
+    /// Returns the `result` of the successful operation at `index`.
     pub fn call_result(&self, index: usize) -> Result<&Value> {
         Ok(&self.successful(index)?["result"])
     }
 
-    /// The `error` of the failed operation at `index`.
+    /// Returns the `error` of the failed operation at `index`.
     pub fn call_error(&self, index: usize) -> Result<&Value> {
         self.initialized()?;
         let outcome = self.result(index);
@@ -83,13 +88,13 @@ impl ClientRun {
         Ok(())
     }
 
-    /// The session id that the server issued at initialize, if the client saw one.
+    /// Returns the session id that the server issued at initialize, if the client saw one.
     pub fn session_id(&self) -> Option<&str> {
-        self.output["initialize"]["session_id"].as_str()
+        self.output.pointer("/initialize/session_id").and_then(Value::as_str)
     }
 }
 
-/// The `X-Model-Key` header argument for `key`.
+/// Formats the `X-Model-Key` header argument for `key`.
 pub fn key_header(key: &str) -> String {
     format!("X-Model-Key: {key}")
 }
@@ -103,7 +108,14 @@ pub async fn run_mcp_client(url: &str, headers: &[String], ops: &Value) -> Resul
     let script = installed_dependency(CLIENT_SCRIPT)?;
 
     let mut command = Command::new(&python);
-    command.arg(&script).arg("--url").arg(url).arg("--timeout").arg(OPERATION_TIMEOUT_SECONDS).arg("--ops").arg(ops.to_string());
+    command
+        .arg(&script)
+        .arg("--url")
+        .arg(url)
+        .arg("--timeout")
+        .arg(OPERATION_TIMEOUT_SECONDS)
+        .arg("--ops")
+        .arg(ops.to_string());
     for header in headers {
         command.arg("--header").arg(header);
     }
@@ -122,6 +134,8 @@ pub async fn run_mcp_client(url: &str, headers: &[String], ops: &Value) -> Resul
         bail!("MCP client rejected its arguments; stderr:\n{stderr}");
     }
 
-    let document = serde_json::from_str(&stdout).with_context(|| format!("MCP client (exit {exit_code}) printed no JSON document; stdout:\n{stdout}\nstderr:\n{stderr}"))?;
+    let document = serde_json::from_str(&stdout).with_context(|| {
+        format!("MCP client (exit {exit_code}) printed no JSON document; stdout:\n{stdout}\nstderr:\n{stderr}")
+    })?;
     Ok(ClientRun { exit_code, output: document })
 }

@@ -33,11 +33,19 @@ pub struct GatewayOptions {
     pub demo_tools: bool,
     /// `MAX_BODY_BYTES`.
     pub max_body_bytes: Option<usize>,
+    /// Further environment variables, such as `GATEWAY_STORE` and the AWS settings.
+    pub extra_env: Vec<(String, String)>,
 }
 
 impl Default for GatewayOptions {
     fn default() -> Self {
-        Self { keys_and_policy: Some((TEST_KEYS, TEST_POLICY)), upstream_url: None, demo_tools: false, max_body_bytes: None }
+        Self {
+            keys_and_policy: Some((TEST_KEYS, TEST_POLICY)),
+            upstream_url: None,
+            demo_tools: false,
+            max_body_bytes: None,
+            extra_env: Vec::new(),
+        }
     }
 }
 
@@ -100,26 +108,32 @@ impl Gateway {
         if let Some(limit) = options.max_body_bytes {
             command.env("MAX_BODY_BYTES", limit.to_string());
         }
+        command.envs(options.extra_env.iter().map(|(name, value)| (name, value)));
 
-        let (process, base_url) = ManagedChild::spawn_until_ready("gateway (mcpsec serve)", command, Stream::Stdout, READY_PREFIX)?;
+        let (process, base_url) =
+            ManagedChild::spawn_until_ready("gateway (mcpsec serve)", command, Stream::Stdout, READY_PREFIX)?;
         if !base_url.starts_with("http://127.0.0.1:") {
             bail!("gateway listens on `{base_url}`, expected a 127.0.0.1 address");
         }
-        let http = reqwest::Client::builder().no_proxy().timeout(REQUEST_TIMEOUT).build().context("failed to build the HTTP client")?;
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .timeout(REQUEST_TIMEOUT)
+            .build()
+            .context("failed to build the HTTP client")?;
         Ok(Self { base_url, http, process, _data_dir: data_dir })
     }
 
-    /// The URL of `path` on the gateway.
+    /// Returns the URL of `path` on the gateway.
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base_url)
     }
 
-    /// The MCP endpoint, `http://127.0.0.1:PORT/mcp`.
+    /// Returns the MCP endpoint, `http://127.0.0.1:PORT/mcp`.
     pub fn mcp_url(&self) -> String {
         self.url("/mcp")
     }
 
-    /// The last lines that the gateway printed, for error messages.
+    /// Returns the last lines that the gateway printed, for error messages.
     pub fn recent_output(&self) -> String {
         self.process.recent_output()
     }
@@ -139,7 +153,10 @@ impl Gateway {
         for (name, value) in headers {
             request = request.header(*name, *value);
         }
-        let response = request.send().await.with_context(|| format!("POST {path} failed; gateway output:\n{}", self.recent_output()))?;
+        let response = request
+            .send()
+            .await
+            .with_context(|| format!("POST {path} failed; gateway output:\n{}", self.recent_output()))?;
         read_reply(response).await
     }
 
@@ -149,16 +166,19 @@ impl Gateway {
         if let Some(key) = admin_key {
             request = request.header("x-admin-key", key);
         }
-        let response = request.send().await.with_context(|| format!("GET {path} failed; gateway output:\n{}", self.recent_output()))?;
+        let response = request
+            .send()
+            .await
+            .with_context(|| format!("GET {path} failed; gateway output:\n{}", self.recent_output()))?;
         read_reply(response).await
     }
 
-    /// `GET /api/session/{id}` with the admin key.
+    /// Sends `GET /api/session/{id}` with the admin key.
     pub async fn session_trace(&self, session_id: &str) -> Result<Reply> {
         self.admin_get(&format!("/api/session/{session_id}"), Some(ADMIN_KEY)).await
     }
 
-    /// The `events` of a session trace, which must exist.
+    /// Fetches the `events` of a session trace, which must exist.
     pub async fn trace_events(&self, session_id: &str) -> Result<Vec<Value>> {
         let reply = self.session_trace(session_id).await?;
         if reply.status != 200 {
@@ -170,7 +190,7 @@ impl Gateway {
         }
     }
 
-    /// The `sessions` array of `GET /api/sessions`.
+    /// Fetches the `sessions` array of `GET /api/sessions`.
     pub async fn sessions(&self) -> Result<Vec<Value>> {
         let reply = self.admin_get("/api/sessions", Some(ADMIN_KEY)).await?;
         if reply.status != 200 {
@@ -187,8 +207,15 @@ async fn read_reply(response: reqwest::Response) -> Result<Reply> {
     let status = response.status().as_u16();
     let headers = response.headers().clone();
     let text = response.text().await.context("failed to read the response body")?;
-    let is_json = headers.get(CONTENT_TYPE).and_then(|value| value.to_str().ok()).is_some_and(|value| value.starts_with("application/json"));
-    let json = if is_json { serde_json::from_str(&text).with_context(|| format!("invalid JSON body: {text}"))? } else { Value::Null };
+    let is_json = headers
+        .get(CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.starts_with("application/json"));
+    let json = if is_json {
+        serde_json::from_str(&text).with_context(|| format!("invalid JSON body: {text}"))?
+    } else {
+        Value::Null
+    };
     Ok(Reply { status, headers, text, json })
 }
 

@@ -3,6 +3,7 @@
 
 pub mod client;
 pub mod gateway;
+pub mod moto;
 pub mod process;
 pub mod reference;
 
@@ -50,7 +51,7 @@ rules:
     reason: get-env returns the server environment, which may contain secrets
 "#;
 
-/// The repository root, one level above this package.
+/// Returns the repository root, one level above this package.
 pub fn repo_root() -> Result<PathBuf> {
     let manifest_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
     match manifest_dir.parent() {
@@ -59,13 +60,16 @@ pub fn repo_root() -> Result<PathBuf> {
     }
 }
 
-/// The `mcpsec` binary: `MCPSEC_BIN`, or else `debug/mcpsec` in the Cargo target folder
+/// Locates the `mcpsec` binary: `MCPSEC_BIN`, or else `debug/mcpsec` in the Cargo target folder
 /// (`CARGO_TARGET_DIR`, relative paths taken from the repository root, or `target`).
 pub fn gateway_binary() -> Result<PathBuf> {
     if let Some(path) = std::env::var_os("MCPSEC_BIN") {
         let path = PathBuf::from(path);
         if !path.is_file() {
-            bail!("MCPSEC_BIN is `{}`, which is not a file; unset it or point it at a built `mcpsec` binary", path.display());
+            bail!(
+                "MCPSEC_BIN is `{}`, which is not a file; unset it or point it at a built `mcpsec` binary",
+                path.display()
+            );
         }
         return Ok(path);
     }
@@ -82,17 +86,20 @@ pub fn gateway_binary() -> Result<PathBuf> {
     Ok(path)
 }
 
-/// Returns `path` below the repository root if it exists, or an error that says to install
-/// the test dependencies.
+/// Returns `relative` below the repository root if it exists, or else an error that names
+/// the install script of the test dependencies.
 pub fn installed_dependency(relative: &str) -> Result<PathBuf> {
     let path = repo_root()?.join(relative);
     if !path.exists() {
-        bail!("test dependency `{}` is missing; run `bash infra/install-test-deps.sh` from the repository root", path.display());
+        bail!(
+            "test dependency `{}` is missing; run `bash infra/install-test-deps.sh` from the repository root",
+            path.display()
+        );
     }
     Ok(path)
 }
 
-/// The `PATH` of the test process, passed on to children whose environment is cleared.
+/// Returns the `PATH` of the test process, for children whose environment is cleared.
 pub fn search_path() -> std::ffi::OsString {
     std::env::var_os("PATH").unwrap_or_default()
 }

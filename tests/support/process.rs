@@ -40,7 +40,12 @@ impl ManagedChild {
     /// Spawns `command` with piped stdout and stderr, and waits up to [`READY_TIMEOUT`] for a
     /// line on `stream` that starts with `ready_prefix`. Returns the process and the rest of
     /// that line.
-    pub fn spawn_until_ready(name: &str, mut command: Command, stream: Stream, ready_prefix: &str) -> Result<(Self, String)> {
+    pub fn spawn_until_ready(
+        name: &str,
+        mut command: Command,
+        stream: Stream,
+        ready_prefix: &str,
+    ) -> Result<(Self, String)> {
         command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = command.spawn().with_context(|| format!("failed to start {name} ({command:?})"))?;
 
@@ -59,11 +64,17 @@ impl ManagedChild {
         match ready_receiver.recv_timeout(READY_TIMEOUT) {
             Ok(rest) => Ok((process, rest)),
             Err(RecvTimeoutError::Timeout) => {
-                bail!("{name} printed no `{ready_prefix}` line within {READY_TIMEOUT:?}; its output:\n{}", process.recent_output())
+                bail!(
+                    "{name} printed no `{ready_prefix}` line within {READY_TIMEOUT:?}; its output:\n{}",
+                    process.recent_output()
+                )
             }
             Err(RecvTimeoutError::Disconnected) => {
                 let status = process.exit_status();
-                bail!("{name} closed its {stream:?} before it was ready ({status}); its output:\n{}", process.recent_output())
+                bail!(
+                    "{name} closed its {stream:?} before it was ready ({status}); its output:\n{}",
+                    process.recent_output()
+                )
             }
         }
     }
@@ -80,7 +91,7 @@ impl ManagedChild {
         "still running".to_owned()
     }
 
-    /// The last lines that the process printed on stdout and stderr, for error messages.
+    /// Returns the last lines that the process printed on stdout and stderr, for error messages.
     pub fn recent_output(&self) -> String {
         let lines = self.output.lock().unwrap_or_else(PoisonError::into_inner);
         lines.iter().map(String::as_str).collect::<Vec<_>>().join("\n")
@@ -101,11 +112,25 @@ impl Drop for ManagedChild {
 /// Reads `stream` line by line on a thread until it closes, keeping the recent lines in
 /// `output`. The first line that starts with the ready prefix sends the rest of the line.
 /// Reading on after the ready line keeps the pipe from filling up and blocking the child.
-fn drain(stream: impl Read + Send + 'static, label: &'static str, output: &Arc<Mutex<VecDeque<String>>>, mut ready: Option<(String, SyncSender<String>)>) {
+fn drain(
+    stream: impl Read + Send + 'static,
+    label: &'static str,
+    output: &Arc<Mutex<VecDeque<String>>>,
+    mut ready: Option<(String, SyncSender<String>)>,
+) {
     let output = Arc::clone(output);
     thread::spawn(move || {
-        for line in BufReader::new(stream).lines() {
-            let Ok(line) = line else { break };
+        let mut reader = BufReader::new(stream);
+        let mut bytes = Vec::new();
+        loop {
+            bytes.clear();
+            match reader.read_until(b'\n', &mut bytes) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+            // Lossy, so that output that is not UTF-8 cannot stop the draining.
+            let line = String::from_utf8_lossy(&bytes).trim_end_matches(['\r', '\n']).to_owned();
+
             if let Some((prefix, sender)) = &ready
                 && let Some(rest) = line.strip_prefix(prefix.as_str())
             {

@@ -32,7 +32,8 @@ impl ReferenceServer {
         if let Some(folder) = script.parent() {
             command.current_dir(folder);
         }
-        let (process, url) = ManagedChild::spawn_until_ready("reference MCP server (node)", command, Stream::Stderr, READY_PREFIX)?;
+        let (process, url) =
+            ManagedChild::spawn_until_ready("reference MCP server (node)", command, Stream::Stderr, READY_PREFIX)?;
 
         if !url.starts_with("http://127.0.0.1:") {
             bail!("reference server listens on `{url}`, expected a 127.0.0.1 address");
@@ -40,7 +41,7 @@ impl ReferenceServer {
         Ok(Self { url, _process: process })
     }
 
-    /// The MCP endpoint, `http://127.0.0.1:PORT/mcp`.
+    /// Returns the MCP endpoint, `http://127.0.0.1:PORT/mcp`.
     pub fn url(&self) -> &str {
         &self.url
     }

@@ -30,6 +30,9 @@ enum Command {
     Validate(ValidateArgs),
     /// Decide one tool call against a keys file and a policy file, without sending it.
     Check(CheckArgs),
+    /// Create the DynamoDB tables and the S3 bucket named by `KEYS_TABLE`, `SESSIONS_TABLE`
+    /// and `POLICY_BUCKET`, with the settings of the SAM template. Safe to run twice.
+    AwsInit,
 }
 
 #[derive(Debug, clap::Args)]
@@ -86,8 +89,37 @@ pub fn main() -> ExitCode {
         Some(Command::Serve(args)) => crate::serve::run(args),
         Some(Command::Validate(args)) => validate(&args),
         Some(Command::Check(args)) => check(&args),
+        Some(Command::AwsInit) => aws_init(),
     };
     ExitCode::from(code)
+}
+
+fn aws_init() -> u8 {
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("mcpsec: failed to start the async runtime: {error}");
+            return EXIT_INVALID;
+        }
+    };
+    let result = runtime.block_on(async {
+        let names =
+            crate::cli_aws::AwsNames::from_env(|name| std::env::var(name).ok()).map_err(|error| error.to_string())?;
+        let sdk_config = crate::cli_aws::load_sdk_config().await;
+        crate::cli_aws::aws_init(&sdk_config, &names).await
+    });
+    match result {
+        Ok(lines) => {
+            for line in lines {
+                println!("{line}");
+            }
+            EXIT_OK
+        }
+        Err(message) => {
+            eprintln!("mcpsec: aws-init failed: {message}");
+            EXIT_INVALID
+        }
+    }
 }
 
 fn validate(args: &ValidateArgs) -> u8 {
@@ -115,7 +147,12 @@ fn validate_file(path: &Path, kind: Option<FileKind>) -> Result<String, String> 
         }
         FileKind::Policy => {
             let policy = Policy::from_yaml(&origin, &text).map_err(|error| error.to_string())?;
-            Ok(format!("policy, {} rules, {} limits, default {}", policy.rule_count(), policy.limit_count(), policy.default_effect().as_str()))
+            Ok(format!(
+                "policy, {} rules, {} limits, default {}",
+                policy.rule_count(),
+                policy.limit_count(),
+                policy.default_effect().as_str()
+            ))
         }
     }
 }
@@ -142,17 +179,20 @@ fn check(args: &CheckArgs) -> u8 {
 fn decide(args: &CheckArgs) -> Result<Decision, String> {
     let keys = load(&args.keys, KeySet::from_yaml)?;
     let policy = load(&args.policy, Policy::from_yaml)?;
-    let input: serde_json::Value =
-        serde_json::from_str(&args.input).map_err(|error| format!("invalid --input: {error}; pass a JSON object such as '{{\"query\":\"rust\"}}'"))?;
+    let input: serde_json::Value = serde_json::from_str(&args.input)
+        .map_err(|error| format!("invalid --input: {error}; pass a JSON object such as '{{\"query\":\"rust\"}}'"))?;
     if !input.is_object() {
         return Err("invalid --input: expected a JSON object such as '{\"query\":\"rust\"}'".to_owned());
     }
     let now = match &args.at {
-        Some(text) => mcpsec_policy::keys::parse_timestamp(text).map_err(|message| format!("invalid --at: {message}"))?,
+        Some(text) => {
+            mcpsec_policy::keys::parse_timestamp(text).map_err(|message| format!("invalid --at: {message}"))?
+        }
         None => OffsetDateTime::now_utc(),
     };
 
-    let request = Request { model_id: &args.model, session_id: "cli", tool_name: &args.tool, input: &input, calls: &NoCalls };
+    let request =
+        Request { model_id: &args.model, session_id: "cli", tool_name: &args.tool, input: &input, calls: &NoCalls };
     let Some(entry) = keys.get(&args.model) else {
         return Ok(unauthorized(format!("unknown model `{}`", args.model)));
     };
@@ -161,7 +201,9 @@ fn decide(args: &CheckArgs) -> Result<Decision, String> {
             Ok(principal) => principal,
             Err(error) => return Ok(unauthorized(error.to_string())),
         },
-        None => mcpsec_policy::Principal { entry, credential: entry.credentials.first().ok_or("the model has no key")? },
+        None => {
+            mcpsec_policy::Principal { entry, credential: entry.credentials.first().ok_or("the model has no key")? }
+        }
     };
     Ok(authorize(&principal, &policy, &request, now))
 }

@@ -84,7 +84,12 @@ impl Settings {
     }
 }
 
-fn parse<T: std::str::FromStr>(var: &impl Fn(&str) -> Option<String>, name: &'static str, default: &str, expected: &str) -> Result<T, ConfigError> {
+fn parse<T: std::str::FromStr>(
+    var: &impl Fn(&str) -> Option<String>,
+    name: &'static str,
+    default: &str,
+    expected: &str,
+) -> Result<T, ConfigError> {
     let value = var(name).unwrap_or_else(|| default.to_owned());
     value.trim().parse().map_err(|_| ConfigError { name, reason: format!("`{value}` is not {expected}") })
 }
@@ -101,7 +106,9 @@ fn audit_input(value: Option<String>) -> Result<bool, ConfigError> {
     match value.as_deref().map(str::trim) {
         None | Some("keep") => Ok(true),
         Some("drop") => Ok(false),
-        Some(other) => Err(ConfigError { name: "AUDIT_TOOL_INPUT", reason: format!("`{other}` is not `keep` or `drop`") }),
+        Some(other) => {
+            Err(ConfigError { name: "AUDIT_TOOL_INPUT", reason: format!("`{other}` is not `keep` or `drop`") })
+        }
     }
 }
 
@@ -115,6 +122,8 @@ fn audit_writes(value: Option<String>) -> Result<AuditWrites, ConfigError> {
 
 fn duration(value: Option<String>, name: &'static str, default: Duration) -> Result<Duration, ConfigError> {
     let Some(value) = value else { return Ok(default) };
-    humantime::parse_duration(value.trim())
-        .map_err(|error| ConfigError { name, reason: format!("`{value}` is not a duration ({error}); write e.g. `30m` or `24h`") })
+    humantime::parse_duration(value.trim()).map_err(|error| ConfigError {
+        name,
+        reason: format!("`{value}` is not a duration ({error}); write e.g. `30m` or `24h`"),
+    })
 }

@@ -5,14 +5,17 @@
 //! * [`toolcall`]: the path of one tool call, shared by the REST and MCP routes.
 //! * [`store`]: storage traits and the embedded SQLite backend.
 //! * [`upstream`]: the client for the MCP servers behind the gateway.
+//! * [`lambda`]: the AWS Lambda functions' state, HTTP adapter and stream handler.
 //! * [`demo`]: a demo MCP tool server for trying the gateway out.
 //! * [`cli`] and [`serve`]: the `mcpsec` command line.
 
 pub mod audit;
 pub mod cli;
+pub mod cli_aws;
 pub mod config;
 pub mod demo;
 pub mod http;
+pub mod lambda;
 pub mod serve;
 pub mod sessions;
 pub mod state;

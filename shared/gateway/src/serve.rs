@@ -10,6 +10,8 @@ use time::OffsetDateTime;
 use crate::config::{Settings, Source};
 use crate::sessions::SessionIssuer;
 use crate::state::{AppState, Options, Stores};
+use crate::store::aws::setup::load_sdk_config;
+use crate::store::aws::{AwsNames, AwsStores};
 use crate::store::sqlite::SqliteStore;
 use crate::store::{KeyStore, PolicyStore};
 use crate::upstream::{UpstreamClient, Upstreams};
@@ -49,9 +51,9 @@ pub fn run(args: ServeArgs) -> u8 {
 
 async fn serve(args: ServeArgs) -> Result<(), String> {
     let settings = Settings::from_env(|name| std::env::var(name).ok()).map_err(|error| error.to_string())?;
-    let store = Arc::new(SqliteStore::open(&settings.data_dir).map_err(|error| error.to_string())?);
-    import_keys(store.as_ref(), &settings.model_keys).await?;
-    import_policy(store.as_ref(), &settings.policy).await?;
+    let (stores, sqlite) = open_stores(&settings).await?;
+    import_keys(stores.keys.as_ref(), &settings.model_keys).await?;
+    import_policy(stores.policy.as_ref(), &settings.policy).await?;
     let upstreams = build_upstreams(args.demo_tools).await?;
 
     let secret = session_secret(settings.session_secret.as_deref());
@@ -59,23 +61,48 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     if settings.admin_key.is_none() {
         tracing::warn!("ADMIN_KEY is not set; admin routes return 503 until it is set");
     }
-    let stores = Stores { keys: store.clone(), policy: store.clone(), audit: store.clone() };
     let state = AppState::new(stores, upstreams, settings.admin_key.as_deref(), sessions, options(&settings));
     state.keys().await?;
     state.policy().await?;
 
     let address = SocketAddr::new(settings.host, settings.port);
-    let listener = tokio::net::TcpListener::bind(address).await.map_err(|error| format!("failed to listen on {address}: {error}"))?;
+    let listener = tokio::net::TcpListener::bind(address)
+        .await
+        .map_err(|error| format!("failed to listen on {address}: {error}"))?;
     let local = listener.local_addr().map_err(|error| error.to_string())?;
     tracing::info!(address = %local, data_dir = %settings.data_dir.display(), "gateway listening");
     println!("mcpsec: listening on http://{local}");
 
-    axum::serve(listener, crate::http::router(state)).with_graceful_shutdown(shutdown_signal()).await.map_err(|error| error.to_string())?;
+    axum::serve(listener, crate::http::router(state))
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .map_err(|error| error.to_string())?;
     tracing::info!("gateway stopped; closing the store");
-    if let Ok(store) = Arc::try_unwrap(store) {
+    if let Some(store) = sqlite.and_then(|store| Arc::try_unwrap(store).ok()) {
         store.close().await.map_err(|error| error.to_string())?;
     }
     Ok(())
+}
+
+/// Opens the stores `GATEWAY_STORE` names: `sqlite` (the default) under `DATA_DIR`, or `aws`,
+/// DynamoDB and S3 named by `KEYS_TABLE`, `SESSIONS_TABLE` and `POLICY_BUCKET`, so several
+/// gateways share one state. The SQLite store is returned too, to be closed at shutdown.
+async fn open_stores(settings: &Settings) -> Result<(Stores, Option<Arc<SqliteStore>>), String> {
+    let kind = std::env::var("GATEWAY_STORE").unwrap_or_default();
+    match kind.trim() {
+        "" | "sqlite" => {
+            let store = Arc::new(SqliteStore::open(&settings.data_dir).map_err(|error| error.to_string())?);
+            let stores = Stores { keys: store.clone(), policy: store.clone(), audit: store.clone() };
+            Ok((stores, Some(store)))
+        }
+        "aws" => {
+            let names = AwsNames::from_env(|name| std::env::var(name).ok()).map_err(|error| error.to_string())?;
+            tracing::info!(keys_table = %names.keys_table, sessions_table = %names.sessions_table, bucket = %names.policy_bucket, "using the AWS stores");
+            let store = Arc::new(AwsStores::new(&load_sdk_config().await, names));
+            Ok((Stores { keys: store.clone(), policy: store.clone(), audit: store }, None))
+        }
+        other => Err(format!("invalid environment variable `GATEWAY_STORE`: `{other}` is not `sqlite` or `aws`")),
+    }
 }
 
 fn options(settings: &Settings) -> Options {
@@ -116,7 +143,8 @@ async fn import_policy(store: &dyn PolicyStore, source: &Source) -> Result<(), S
 fn read_source(source: &Source) -> Result<(String, String), String> {
     match source {
         Source::File(path) => {
-            let text = std::fs::read_to_string(path).map_err(|error| format!("{}: cannot read file: {error}", path.display()))?;
+            let text = std::fs::read_to_string(path)
+                .map_err(|error| format!("{}: cannot read file: {error}", path.display()))?;
             Ok((path.display().to_string(), text))
         }
         Source::Builtin(text) => Ok(("built-in example".to_owned(), (*text).to_owned())),
@@ -129,7 +157,8 @@ async fn build_upstreams(demo_tools: bool) -> Result<Upstreams, String> {
         .no_proxy()
         .build()
         .map_err(|error| format!("failed to build the HTTP client: {error}"))?;
-    let configured = Upstreams::from_env(|name| std::env::var(name).ok(), http.clone()).map_err(|error| error.to_string())?;
+    let configured =
+        Upstreams::from_env(|name| std::env::var(name).ok(), http.clone()).map_err(|error| error.to_string())?;
     if !demo_tools || !configured.is_empty() {
         if configured.is_empty() {
             tracing::warn!("no upstream configured: set TOOL_SERVER_URL or UPSTREAMS_FILE, or pass --demo-tools");
@@ -137,14 +166,17 @@ async fn build_upstreams(demo_tools: bool) -> Result<Upstreams, String> {
         return Ok(configured);
     }
 
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(|error| format!("failed to start the demo tools: {error}"))?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(|error| format!("failed to start the demo tools: {error}"))?;
     let address = listener.local_addr().map_err(|error| error.to_string())?;
     tokio::spawn(async move {
         if let Err(error) = crate::demo::serve(listener).await {
             tracing::error!(error = %error, "demo tool server stopped");
         }
     });
-    let url = reqwest::Url::parse(&format!("http://{address}{}", crate::demo::MCP_PATH)).map_err(|error| error.to_string())?;
+    let url = reqwest::Url::parse(&format!("http://{address}{}", crate::demo::MCP_PATH))
+        .map_err(|error| error.to_string())?;
     tracing::info!(url = %url, "demo tool server started");
     let client = UpstreamClient::new("demo".to_owned(), url, http, crate::upstream::DEFAULT_TIMEOUT);
     Ok(Upstreams::single(client))
@@ -184,7 +216,8 @@ async fn shutdown_signal() {
 }
 
 fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("LOG_LEVEL").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let filter = tracing_subscriber::EnvFilter::try_from_env("LOG_LEVEL")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let json = std::env::var("LOG_FORMAT").is_ok_and(|format| format.eq_ignore_ascii_case("json"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     let _ = if json { builder.json().try_init() } else { builder.try_init() };

@@ -104,7 +104,10 @@ mod tests {
         assert_eq!(issuer.verify(&id, "gpt-4o", NOW), Ok(()));
         assert_eq!(issuer.verify(&id, "mistral", NOW), Err(SessionError::Unknown));
         assert_eq!(issuer.verify(&id, "gpt-4o", NOW + time::Duration::seconds(61)), Err(SessionError::Expired));
-        assert_eq!(SessionIssuer::new(b"other", Duration::from_secs(60)).verify(&id, "gpt-4o", NOW), Err(SessionError::Unknown));
+        assert_eq!(
+            SessionIssuer::new(b"other", Duration::from_secs(60)).verify(&id, "gpt-4o", NOW),
+            Err(SessionError::Unknown)
+        );
         for bad in ["", "abc", "a.b.c", "a.1.zz", &format!("{id}.x")] {
             assert_eq!(issuer.verify(bad, "gpt-4o", NOW), Err(SessionError::Unknown), "{bad}");
         }

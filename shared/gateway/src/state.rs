@@ -78,7 +78,13 @@ pub struct Options {
 
 impl AppState {
     /// Builds the state. Keys and policy are read from `stores` on first use.
-    pub fn new(stores: Stores, upstreams: Upstreams, admin_key: Option<&str>, sessions: SessionIssuer, options: Options) -> Self {
+    pub fn new(
+        stores: Stores,
+        upstreams: Upstreams,
+        admin_key: Option<&str>,
+        sessions: SessionIssuer,
+        options: Options,
+    ) -> Self {
         let admin_key_hash = admin_key.map(|key| Sha256::digest(key.as_bytes()).into());
         let inner = Inner {
             stores,

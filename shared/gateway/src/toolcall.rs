@@ -114,7 +114,9 @@ pub async fn handle(state: &AppState, caller: Caller<'_>, call: CallRequest<'_>)
         event.latency_ms = elapsed_ms(started);
         if let Err(error) = state.audit().record(&event).await {
             tracing::error!(event.id = %event.event_id, error = %error, "audit write failed; call denied");
-            return CallOutcome::Unavailable { reason: format!("the audit record could not be written ({error}); the call was not forwarded") };
+            return CallOutcome::Unavailable {
+                reason: format!("the audit record could not be written ({error}); the call was not forwarded"),
+            };
         }
     }
     forward(state, event, &call, started).await
@@ -132,7 +134,11 @@ async fn unavailable(state: &AppState, mut event: AuditEvent, reason: String, st
     CallOutcome::Unavailable { reason: event.reason }
 }
 
-fn authenticate<'k>(keys: &'k mcpsec_policy::KeySet, caller: Caller<'_>, now: OffsetDateTime) -> Result<Principal<'k>, AuthError> {
+fn authenticate<'k>(
+    keys: &'k mcpsec_policy::KeySet,
+    caller: Caller<'_>,
+    now: OffsetDateTime,
+) -> Result<Principal<'k>, AuthError> {
     match caller {
         Caller::Claimed { model_id, key } => keys.authenticate(model_id, key, now),
         Caller::Key(key) => keys.authenticate_key(key, now),
@@ -141,7 +147,13 @@ fn authenticate<'k>(keys: &'k mcpsec_policy::KeySet, caller: Caller<'_>, now: Of
 
 /// Decides the call and, when it is allowed, counts it against its limits, under one lock so
 /// that concurrent calls cannot overrun a limit. `None` when the counters are unusable.
-fn decide(state: &AppState, principal: &Principal<'_>, policy: &mcpsec_policy::Policy, call: &CallRequest<'_>, now: OffsetDateTime) -> Option<Decision> {
+fn decide(
+    state: &AppState,
+    principal: &Principal<'_>,
+    policy: &mcpsec_policy::Policy,
+    call: &CallRequest<'_>,
+    now: OffsetDateTime,
+) -> Option<Decision> {
     let mut counters = state.counters()?;
     let request = Request {
         model_id: principal.model_id(),
@@ -159,9 +171,22 @@ fn decide(state: &AppState, principal: &Principal<'_>, policy: &mcpsec_policy::P
 
 async fn forward(state: &AppState, mut event: AuditEvent, call: &CallRequest<'_>, started: Instant) -> CallOutcome {
     let Some((client, upstream_tool)) = state.upstreams().route(call.tool_name) else {
-        let reason = format!("no upstream MCP server owns tool `{}`; set TOOL_SERVER_URL or UPSTREAMS_FILE", call.tool_name);
-        event.upstream = Some(UpstreamOutcome { upstream: String::new(), status: "error".into(), latency_ms: 0.0, response_bytes: 0, error: Some(reason.clone()) });
-        return finish(state, event, started, CallOutcome::UpstreamFailed { reason, timeout: false, event_id: String::new() }).await;
+        let reason =
+            format!("no upstream MCP server owns tool `{}`; set TOOL_SERVER_URL or UPSTREAMS_FILE", call.tool_name);
+        event.upstream = Some(UpstreamOutcome {
+            upstream: String::new(),
+            status: "error".into(),
+            latency_ms: 0.0,
+            response_bytes: 0,
+            error: Some(reason.clone()),
+        });
+        return finish(
+            state,
+            event,
+            started,
+            CallOutcome::UpstreamFailed { reason, timeout: false, event_id: String::new() },
+        )
+        .await;
     };
 
     let upstream_started = Instant::now();
@@ -172,7 +197,8 @@ async fn forward(state: &AppState, mut event: AuditEvent, call: &CallRequest<'_>
         Ok(result) => {
             let bytes = serde_json::to_vec(&result).map_or(0, |body| body.len() as u64);
             let status = if result.get("isError").and_then(Value::as_bool) == Some(true) { "tool_error" } else { "ok" };
-            let summary = UpstreamOutcome { upstream, status: status.into(), latency_ms, response_bytes: bytes, error: None };
+            let summary =
+                UpstreamOutcome { upstream, status: status.into(), latency_ms, response_bytes: bytes, error: None };
             (CallOutcome::Completed { result, event_id: String::new() }, summary)
         }
         Err(error) => upstream_failure(upstream, latency_ms, &error),
@@ -185,7 +211,8 @@ fn upstream_failure(upstream: String, latency_ms: f64, error: &UpstreamError) ->
     let timeout = error.is_timeout();
     let status = if timeout { "timeout" } else { "error" };
     let reason = error.to_string();
-    let summary = UpstreamOutcome { upstream, status: status.into(), latency_ms, response_bytes: 0, error: Some(reason.clone()) };
+    let summary =
+        UpstreamOutcome { upstream, status: status.into(), latency_ms, response_bytes: 0, error: Some(reason.clone()) };
     (CallOutcome::UpstreamFailed { reason, timeout, event_id: String::new() }, summary)
 }
 
@@ -203,7 +230,12 @@ async fn finish(state: &AppState, mut event: AuditEvent, started: Instant, outco
     with_event_id(outcome, event.event_id)
 }
 
-async fn reject_unauthorized(state: &AppState, mut event: AuditEvent, error: &AuthError, started: Instant) -> CallOutcome {
+async fn reject_unauthorized(
+    state: &AppState,
+    mut event: AuditEvent,
+    error: &AuthError,
+    started: Instant,
+) -> CallOutcome {
     event.decision = Outcome::Unauthorized;
     event.reason = error.to_string();
     event.latency_ms = elapsed_ms(started);
@@ -231,7 +263,9 @@ async fn reject_denied(state: &AppState, mut event: AuditEvent, started: Instant
 fn public_auth_reason(error: &AuthError) -> String {
     match error {
         AuthError::MissingKey => error.to_string(),
-        AuthError::UnknownModel(_) | AuthError::UnknownKey | AuthError::WrongKey(_) => "invalid model id or key".to_owned(),
+        AuthError::UnknownModel(_) | AuthError::UnknownKey | AuthError::WrongKey(_) => {
+            "invalid model id or key".to_owned()
+        }
         AuthError::Expired { .. } => "the model key has expired; ask an admin for a new key".to_owned(),
         AuthError::Revoked { .. } => "the model key has been revoked".to_owned(),
     }
@@ -272,7 +306,9 @@ fn fill_decision(event: &mut AuditEvent, decision: &Decision) {
 fn with_event_id(outcome: CallOutcome, id: String) -> CallOutcome {
     match outcome {
         CallOutcome::Completed { result, .. } => CallOutcome::Completed { result, event_id: id },
-        CallOutcome::UpstreamFailed { reason, timeout, .. } => CallOutcome::UpstreamFailed { reason, timeout, event_id: id },
+        CallOutcome::UpstreamFailed { reason, timeout, .. } => {
+            CallOutcome::UpstreamFailed { reason, timeout, event_id: id }
+        }
         other => other,
     }
 }

@@ -1,7 +1,13 @@
 //! Policy admin routes over the embedded store: validation, compare-and-set saves, versions,
 //! diff and rollback.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing, reason = "tests fail loudly")]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "tests fail loudly"
+)]
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,7 +25,8 @@ use tower::ServiceExt;
 
 const ADMIN_KEY: &str = "admin-secret";
 const V1: &str = "default: allow\n";
-const V2: &str = "default: deny\nrules:\n  - id: allow-search\n    action: allow\n    tools: ['search.*']\n    reason: read-only\n";
+const V2: &str =
+    "default: deny\nrules:\n  - id: allow-search\n    action: allow\n    tools: ['search.*']\n    reason: read-only\n";
 
 struct Gateway {
     _dir: tempfile::TempDir,
@@ -31,7 +38,12 @@ async fn gateway() -> Gateway {
     let store = Arc::new(SqliteStore::open(dir.path()).unwrap());
     store.save(V1, None, "import", None).await.unwrap();
     let stores = Stores { keys: store.clone(), policy: store.clone(), audit: store };
-    let options = Options { audit_tool_input: true, max_body_bytes: 1 << 20, cache_ttl: Duration::from_secs(60), audit_writes: AuditWrites::Twice };
+    let options = Options {
+        audit_tool_input: true,
+        max_body_bytes: 1 << 20,
+        cache_ttl: Duration::from_secs(60),
+        audit_writes: AuditWrites::Twice,
+    };
     let sessions = SessionIssuer::new(b"test-secret", Duration::from_secs(60));
     let state = AppState::new(stores, Upstreams::none(), Some(ADMIN_KEY), sessions, options);
     Gateway { _dir: dir, router: mcpsec_gateway::http::router(state) }
@@ -72,7 +84,8 @@ async fn invalid_policy_saves_nothing() {
     let gateway = gateway().await;
     let base = current_version(&gateway).await;
     let bad = "default: allow\nrules:\n  - id: r\n    action: block\n";
-    let (status, body) = send(&gateway, "PUT", "/api/config", Some(json!({"policy_yaml": bad, "base_version": base}))).await;
+    let (status, body) =
+        send(&gateway, "PUT", "/api/config", Some(json!({"policy_yaml": bad, "base_version": base}))).await;
 
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(body["problems"][0]["line"], 4, "{body}");
@@ -84,8 +97,18 @@ async fn invalid_policy_saves_nothing() {
 async fn concurrent_edits_from_same_version_conflict() {
     let gateway = gateway().await;
     let base = current_version(&gateway).await;
-    let first = send(&gateway, "PUT", "/api/config", Some(json!({"policy_yaml": V2, "base_version": base, "comment": "first"})));
-    let second = send(&gateway, "POST", "/api/config", Some(json!({"policy_yaml": V1, "base_version": base, "comment": "second"})));
+    let first = send(
+        &gateway,
+        "PUT",
+        "/api/config",
+        Some(json!({"policy_yaml": V2, "base_version": base, "comment": "first"})),
+    );
+    let second = send(
+        &gateway,
+        "POST",
+        "/api/config",
+        Some(json!({"policy_yaml": V1, "base_version": base, "comment": "second"})),
+    );
     let ((first_status, _), (second_status, _)) = tokio::join!(first, second);
 
     let mut statuses = [first_status, second_status];
@@ -110,7 +133,8 @@ async fn validate_saves_nothing() {
 async fn rollback_by_id_restores_text() {
     let gateway = gateway().await;
     let first = current_version(&gateway).await;
-    let (status, _) = send(&gateway, "PUT", "/api/config", Some(json!({"policy_yaml": V2, "base_version": first}))).await;
+    let (status, _) =
+        send(&gateway, "PUT", "/api/config", Some(json!({"policy_yaml": V2, "base_version": first}))).await;
     assert_eq!(status, StatusCode::OK);
 
     let (status, saved) = send(&gateway, "POST", &format!("/api/policy/rollback/{first}"), None).await;
@@ -156,7 +180,8 @@ async fn hostile_version_ids_are_not_found() {
 async fn diff_shows_changed_lines() {
     let gateway = gateway().await;
     let first = current_version(&gateway).await;
-    let (_, saved) = send(&gateway, "PUT", "/api/config", Some(json!({"policy_yaml": V2, "base_version": first}))).await;
+    let (_, saved) =
+        send(&gateway, "PUT", "/api/config", Some(json!({"policy_yaml": V2, "base_version": first}))).await;
     let second = saved["version"].as_str().unwrap();
 
     let (status, body) = send(&gateway, "GET", &format!("/api/policy/diff?from={first}&to={second}"), None).await;

@@ -34,7 +34,8 @@ fn data_dir(dir: &TempDir) -> std::path::PathBuf {
 }
 
 fn model(model_id: &str, keys: &[&str], tools: &[&str]) -> Result<ModelEntry, Box<dyn Error>> {
-    let credentials = keys.iter().map(|key| Credential { hash: hash_key(key), expires: None, revoked: false }).collect();
+    let credentials =
+        keys.iter().map(|key| Credential { hash: hash_key(key), expires: None, revoked: false }).collect();
     Ok(ModelEntry { model_id: model_id.to_owned(), credentials, scope: Scope::new(tools)?, revoked: false })
 }
 
@@ -42,7 +43,8 @@ fn model(model_id: &str, keys: &[&str], tools: &[&str]) -> Result<ModelEntry, Bo
 type ModelFields = (String, bool, Vec<String>, Vec<([u8; 32], Option<OffsetDateTime>, bool)>);
 
 fn fields(entry: &ModelEntry) -> ModelFields {
-    let credentials = entry.credentials.iter().map(|credential| (credential.hash, credential.expires, credential.revoked)).collect();
+    let credentials =
+        entry.credentials.iter().map(|credential| (credential.hash, credential.expires, credential.revoked)).collect();
     (entry.model_id.clone(), entry.revoked, entry.scope.patterns().to_vec(), credentials)
 }
 
@@ -248,8 +250,17 @@ async fn save_with_base_conflicts_while_none_exists() -> TestResult {
 async fn hostile_version_ids_are_not_found() -> TestResult {
     let (_dir, store) = open_store()?;
     store.save("default: deny\n", None, "import", None).await?;
-    let hostile =
-        ["v1' OR 1=1 --", "../../etc/passwd", "", "v000001' --", "v000001; DROP TABLE policy_versions", "%", "v00000_", "1", "V000001"];
+    let hostile = [
+        "v1' OR 1=1 --",
+        "../../etc/passwd",
+        "",
+        "v000001' --",
+        "v000001; DROP TABLE policy_versions",
+        "%",
+        "v00000_",
+        "1",
+        "V000001",
+    ];
 
     for id in hostile {
         let result = store.version(id).await;
@@ -265,7 +276,8 @@ async fn hostile_version_ids_are_not_found() -> TestResult {
 async fn concurrent_records_land_exactly_once() -> TestResult {
     let (dir, store) = open_store()?;
     let store = Arc::new(store);
-    let events: Vec<AuditEvent> = (0..200).map(|index| event(&format!("session-{}", index % 10), "gpt-4o", Outcome::Allow, T0)).collect();
+    let events: Vec<AuditEvent> =
+        (0..200).map(|index| event(&format!("session-{}", index % 10), "gpt-4o", Outcome::Allow, T0)).collect();
 
     let tasks: Vec<_> = events
         .iter()
@@ -306,7 +318,10 @@ async fn records_fail_while_database_locked() -> TestResult {
     let results = tokio::join!(store.record(&first), store.record(&second));
 
     for result in [results.0, results.1] {
-        assert!(matches!(result, Err(StoreError::Unavailable(ref message)) if message.contains("locked")), "{result:?}");
+        assert!(
+            matches!(result, Err(StoreError::Unavailable(ref message)) if message.contains("locked")),
+            "{result:?}"
+        );
     }
     assert!(log_lines(&dir)?.is_empty());
     lock.execute_batch("COMMIT")?;
@@ -348,8 +363,10 @@ async fn duplicate_event_id_is_stored_and_logged_once() -> TestResult {
 async fn session_trace_keeps_insertion_order() -> TestResult {
     let (_dir, store) = open_store()?;
     let offsets = [3, 1, 2, 0];
-    let events: Vec<AuditEvent> =
-        offsets.iter().map(|&seconds| event("session-a", "gpt-4o", Outcome::Allow, T0 + Duration::seconds(seconds))).collect();
+    let events: Vec<AuditEvent> = offsets
+        .iter()
+        .map(|&seconds| event("session-a", "gpt-4o", Outcome::Allow, T0 + Duration::seconds(seconds)))
+        .collect();
     store.record(&event("session-b", "gpt-4o", Outcome::Allow, T0)).await?;
 
     for recorded in &events {
@@ -551,7 +568,9 @@ async fn measure_records(data_dir: &Path, tasks: usize, per_task: usize) -> Resu
             let store = Arc::clone(&store);
             tokio::spawn(async move {
                 for _ in 0..per_task {
-                    store.record(&event(&format!("session-{task}"), "gpt-4o", Outcome::Allow, OffsetDateTime::now_utc())).await?;
+                    store
+                        .record(&event(&format!("session-{task}"), "gpt-4o", Outcome::Allow, OffsetDateTime::now_utc()))
+                        .await?;
                 }
                 Ok::<(), StoreError>(())
             })

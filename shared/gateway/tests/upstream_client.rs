@@ -564,7 +564,8 @@ async fn upstreams_prefix_tools_and_skip_failures() -> anyhow::Result<()> {
 
     let names: Vec<&str> = tools.iter().map(|(name, _)| name.as_str()).collect();
     assert_eq!(names, ["calendar.create_event", "calendar.list_events"]);
-    let names_in_tools: Vec<Option<&str>> = tools.iter().map(|(_, tool)| tool.get("name").and_then(Value::as_str)).collect();
+    let names_in_tools: Vec<Option<&str>> =
+        tools.iter().map(|(_, tool)| tool.get("name").and_then(Value::as_str)).collect();
     assert_eq!(names_in_tools, [Some("calendar.create_event"), Some("calendar.list_events")]);
 
     let Some((upstream, name)) = upstreams.route("calendar.create_event") else {

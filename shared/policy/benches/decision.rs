@@ -2,12 +2,18 @@
 //!
 //! Run with `cargo bench -p mcpsec-policy --bench decision`.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing, reason = "tests and benchmarks fail loudly on unexpected values")]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "tests and benchmarks fail loudly on unexpected values"
+)]
 
 use std::hint::black_box;
 
-use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use criterion::BatchSize;
+use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use mcpsec_policy::{KeySet, NoCalls, Policy, PolicyDocument, Request};
 use serde_json::json;
 use time::macros::datetime;
@@ -50,7 +56,13 @@ fn decision(c: &mut Criterion) {
         let tool = format!("ns{}.write_file", (count / 4).max(1) / 2);
         group.bench_with_input(BenchmarkId::from_parameter(count), &policy, |b, policy| {
             b.iter(|| {
-                let request = Request { model_id: "model-7", session_id: "session-1", tool_name: &tool, input: &input, calls: &NoCalls };
+                let request = Request {
+                    model_id: "model-7",
+                    session_id: "session-1",
+                    tool_name: &tool,
+                    input: &input,
+                    calls: &NoCalls,
+                };
                 black_box(policy.evaluate(black_box(&request), now))
             });
         });

@@ -62,9 +62,9 @@ impl Scope {
         if patterns.is_empty() {
             return Err("a scope needs at least one tool pattern; a model with no tools should be revoked".to_owned());
         }
-        PatternList::new(patterns).map(|patterns| Self { patterns }).map_err(|errors| {
-            errors.iter().map(|(_, error)| error.to_string()).collect::<Vec<_>>().join("; ")
-        })
+        PatternList::new(patterns)
+            .map(|patterns| Self { patterns })
+            .map_err(|errors| errors.iter().map(|(_, error)| error.to_string()).collect::<Vec<_>>().join("; "))
     }
 
     /// Returns whether the scope allows `tool_name`.
@@ -175,7 +175,8 @@ pub struct KeySet {
 impl KeySet {
     /// Builds a key set from entries; a later entry with the same model id replaces an earlier one.
     pub fn from_entries(entries: impl IntoIterator<Item = ModelEntry>) -> Self {
-        let models: HashMap<String, ModelEntry> = entries.into_iter().map(|entry| (entry.model_id.clone(), entry)).collect();
+        let models: HashMap<String, ModelEntry> =
+            entries.into_iter().map(|entry| (entry.model_id.clone(), entry)).collect();
         let by_hash = models
             .values()
             .flat_map(|entry| entry.credentials.iter().map(|credential| (credential.hash, entry.model_id.clone())))
@@ -205,7 +206,12 @@ impl KeySet {
     ///
     /// The presented key is hashed and compared with every credential of the model in constant
     /// time, so the time taken does not depend on how much of the key was right.
-    pub fn authenticate(&self, model_id: &str, presented_key: Option<&str>, now: OffsetDateTime) -> Result<Principal<'_>, AuthError> {
+    pub fn authenticate(
+        &self,
+        model_id: &str,
+        presented_key: Option<&str>,
+        now: OffsetDateTime,
+    ) -> Result<Principal<'_>, AuthError> {
         let presented = match presented_key {
             Some(key) if !key.is_empty() => hash_key(key),
             _ => return Err(AuthError::MissingKey),
@@ -245,7 +251,11 @@ impl KeySet {
     /// identifies the model.
     ///
     /// The lookup is by the key's SHA-256, so its timing reveals nothing about the stored keys.
-    pub fn authenticate_key(&self, presented_key: Option<&str>, now: OffsetDateTime) -> Result<Principal<'_>, AuthError> {
+    pub fn authenticate_key(
+        &self,
+        presented_key: Option<&str>,
+        now: OffsetDateTime,
+    ) -> Result<Principal<'_>, AuthError> {
         let key = match presented_key {
             Some(key) if !key.is_empty() => key,
             _ => return Err(AuthError::MissingKey),
@@ -335,7 +345,12 @@ impl RawModel {
             return None;
         }
         let credential = Credential { hash: hash?, expires, revoked: false };
-        Some(ModelEntry { model_id: model_id.to_owned(), credentials: vec![credential], scope: scope?, revoked: model.revoked })
+        Some(ModelEntry {
+            model_id: model_id.to_owned(),
+            credentials: vec![credential],
+            scope: scope?,
+            revoked: model.revoked,
+        })
     }
 }
 
@@ -352,17 +367,20 @@ fn check_digest(digest: &Spanned<String>, field: &str, problems: &mut Vec<Proble
     match hex::decode_to_slice(digest.value.trim(), &mut hash) {
         Ok(()) => Some(hash),
         Err(_) => {
-            let message = format!(
-                "invalid SHA-256 digest `{}`: expected 64 hex digits, as printed by `sha256sum`",
-                digest.value
-            );
+            let message =
+                format!("invalid SHA-256 digest `{}`: expected 64 hex digits, as printed by `sha256sum`", digest.value);
             problems.push(Problem::new(yaml::position_of(digest.referenced), field, message));
             None
         }
     }
 }
 
-fn check_scope(tools: &Spanned<Vec<Spanned<String>>>, patterns: &[&str], field: &str, problems: &mut Vec<Problem>) -> Option<Scope> {
+fn check_scope(
+    tools: &Spanned<Vec<Spanned<String>>>,
+    patterns: &[&str],
+    field: &str,
+    problems: &mut Vec<Problem>,
+) -> Option<Scope> {
     if patterns.is_empty() {
         let message = "a scope needs at least one tool pattern; revoke the model instead of leaving `tools` empty";
         problems.push(Problem::new(yaml::position_of(tools.referenced), field, message));

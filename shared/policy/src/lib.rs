@@ -63,4 +63,6 @@ pub mod yaml;
 pub use error::{LoadError, Position, Problem};
 pub use keys::{AuthError, Credential, KeySet, ModelEntry, Principal, Scope};
 pub use limits::{CallCounts, CountedLimit, LimitKey, NoCalls, WindowCounters};
-pub use policy::{Decision, Effect, Mode, Per, Policy, PolicyDocument, Request, RuleKind, RuleMatch, Verdict, authorize};
+pub use policy::{
+    Decision, Effect, Mode, Per, Policy, PolicyDocument, Request, RuleKind, RuleMatch, Verdict, authorize,
+};

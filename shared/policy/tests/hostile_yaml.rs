@@ -1,11 +1,19 @@
 //! Untrusted YAML must not exhaust memory or stack.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing, reason = "tests and benchmarks fail loudly on unexpected values")]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "tests and benchmarks fail loudly on unexpected values"
+)]
 
 use mcpsec_policy::{KeySet, Policy};
 
 fn alias_bomb(levels: usize) -> String {
-    let mut text = String::from("default: deny\nrules:\n  - id: r\n    action: deny\n    reason: r\n    tools: ['*']\n    when:\n      - path: /x\n        one_of:\n          - &l0 [a, a, a, a, a, a, a, a, a, a]\n");
+    let mut text = String::from(
+        "default: deny\nrules:\n  - id: r\n    action: deny\n    reason: r\n    tools: ['*']\n    when:\n      - path: /x\n        one_of:\n          - &l0 [a, a, a, a, a, a, a, a, a, a]\n",
+    );
     for level in 1..levels {
         let previous = format!("*l{}", level - 1);
         let items = vec![previous; 10].join(", ");

@@ -1,6 +1,12 @@
 //! Model keys: loading `model_keys.yaml` and authenticating presented keys.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing, reason = "tests and benchmarks fail loudly on unexpected values")]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "tests and benchmarks fail loudly on unexpected values"
+)]
 
 use mcpsec_policy::keys::{hash_key, key_id};
 use mcpsec_policy::{AuthError, KeySet};
@@ -58,9 +64,19 @@ fn authenticate_table() {
         ("nobody", Some("modelkey-abc123"), BEFORE, Err(AuthError::UnknownModel("nobody".into()))),
         ("mistral-open", Some("modelkey-def456"), just_before, Ok(())),
         // The +01:00 offset puts the expiry at the same instant as gpt-4o's.
-        ("mistral-open", Some("modelkey-def456"), expiry, Err(expired("mistral-open", "modelkey-def456", "2025-12-31T00:00:00Z"))),
+        (
+            "mistral-open",
+            Some("modelkey-def456"),
+            expiry,
+            Err(expired("mistral-open", "modelkey-def456", "2025-12-31T00:00:00Z")),
+        ),
         ("forever", Some("forever-key"), datetime!(9999-01-01 00:00 UTC), Ok(())),
-        ("retired", Some("retired-key"), BEFORE, Err(AuthError::Revoked { model_id: "retired".into(), key_id: key_id(&hash_key("retired-key")) })),
+        (
+            "retired",
+            Some("retired-key"),
+            BEFORE,
+            Err(AuthError::Revoked { model_id: "retired".into(), key_id: key_id(&hash_key("retired-key")) }),
+        ),
         ("retired", Some("wrong"), BEFORE, Err(AuthError::WrongKey("retired".into()))),
     ];
 
@@ -121,7 +137,10 @@ fn invalid_files_name_model_field_and_position() {
         ("unknown_field", "models:\n  m:\n    key: a\n    tools: ['*']\n    expiry: '2025-12-31T00:00:00Z'\n"),
         ("duplicate_model", "models:\n  m:\n    key: a\n    tools: ['*']\n  m:\n    key: b\n    tools: ['*']\n"),
         ("yes_as_revoked", "models:\n  m:\n    key: a\n    tools: ['*']\n    revoked: yes\n"),
-        ("two_errors", "models:\n  a:\n    key: ''\n    tools: ['*']\n  b:\n    key: k\n    tools: ['*']\n    expires: tomorrow\n"),
+        (
+            "two_errors",
+            "models:\n  a:\n    key: ''\n    tools: ['*']\n  b:\n    key: k\n    tools: ['*']\n    expires: tomorrow\n",
+        ),
     ];
     for (name, text) in cases {
         let error = KeySet::from_yaml("model_keys.yaml", text).unwrap_err();

@@ -1,6 +1,12 @@
 //! Policy evaluation: rules, conditions, defaults, shadow mode and limits.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing, reason = "tests and benchmarks fail loudly on unexpected values")]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "tests and benchmarks fail loudly on unexpected values"
+)]
 
 use mcpsec_policy::{CallCounts, Effect, KeySet, NoCalls, Policy, Request, WindowCounters, authorize};
 use proptest::prelude::*;
@@ -18,7 +24,13 @@ fn decide(policy: &Policy, model: &str, tool: &str, input: Value) -> (Effect, Op
     decide_with(policy, model, tool, &input, &NoCalls)
 }
 
-fn decide_with(policy: &Policy, model: &str, tool: &str, input: &Value, calls: &dyn CallCounts) -> (Effect, Option<String>, Vec<String>) {
+fn decide_with(
+    policy: &Policy,
+    model: &str,
+    tool: &str,
+    input: &Value,
+    calls: &dyn CallCounts,
+) -> (Effect, Option<String>, Vec<String>) {
     let request = Request { model_id: model, session_id: "s1", tool_name: tool, input, calls };
     let decision = policy.evaluate(&request, NOW);
     let ids = decision.matched_ids().into_iter().map(str::to_owned).collect();
@@ -57,10 +69,31 @@ fn rule_decision_table() {
     let cases = [
         ("gpt-4o", "search.web", json!({"query": "rust"}), Effect::Allow, Some("allow-search"), vec!["allow-search"]),
         ("mistral", "search.web", json!({"query": "rust"}), Effect::Allow, Some("allow-search"), vec!["allow-search"]),
-        ("gpt-4o", "search.web", json!({"query": long}), Effect::Deny, Some("deny-long-queries"), vec!["allow-search", "deny-long-queries"]),
-        ("gpt-4o", "calendar.create_event", json!({}), Effect::Allow, Some("allow-calendar-gpt"), vec!["allow-calendar-gpt"]),
+        (
+            "gpt-4o",
+            "search.web",
+            json!({"query": long}),
+            Effect::Deny,
+            Some("deny-long-queries"),
+            vec!["allow-search", "deny-long-queries"],
+        ),
+        (
+            "gpt-4o",
+            "calendar.create_event",
+            json!({}),
+            Effect::Allow,
+            Some("allow-calendar-gpt"),
+            vec!["allow-calendar-gpt"],
+        ),
         ("mistral", "calendar.create_event", json!({}), Effect::Deny, None, vec![]),
-        ("gpt-4o", "calendar.delete_event", json!({}), Effect::Deny, Some("deny-deletes"), vec!["allow-calendar-gpt", "deny-deletes"]),
+        (
+            "gpt-4o",
+            "calendar.delete_event",
+            json!({}),
+            Effect::Deny,
+            Some("deny-deletes"),
+            vec!["allow-calendar-gpt", "deny-deletes"],
+        ),
         ("gpt-4o", "mail.send", json!({}), Effect::Deny, None, vec![]),
         ("gpt-4o", "Search.web", json!({}), Effect::Deny, None, vec![]),
     ];
@@ -74,7 +107,12 @@ fn rule_decision_table() {
 
 #[test]
 fn default_applies_when_no_rule_matches() {
-    for (text, expected) in [("default: allow\n", Effect::Allow), ("default: deny\n", Effect::Deny), ("rules: []\n", Effect::Deny), ("{}\n", Effect::Deny)] {
+    for (text, expected) in [
+        ("default: allow\n", Effect::Allow),
+        ("default: deny\n", Effect::Deny),
+        ("rules: []\n", Effect::Deny),
+        ("{}\n", Effect::Deny),
+    ] {
         let policy = policy(text);
         assert_eq!(decide(&policy, "m", "t", json!({})).0, expected, "{text}");
     }
@@ -83,7 +121,8 @@ fn default_applies_when_no_rule_matches() {
 #[test]
 fn reasons_explain_the_decision() {
     let policy = policy(RULES);
-    let request = Request { model_id: "mistral", session_id: "s", tool_name: "mail.send", input: &json!({}), calls: &NoCalls };
+    let request =
+        Request { model_id: "mistral", session_id: "s", tool_name: "mail.send", input: &json!({}), calls: &NoCalls };
     let decision = policy.evaluate(&request, NOW);
     assert_eq!(decision.verdict.reason, "no rule allows tool `mail.send` for model `mistral`; the default is deny");
 
@@ -143,7 +182,8 @@ fn condition_table() {
 #[test]
 fn wrong_type_makes_deny_rules_match() {
     let policy = condition_policy("{path: /amount, gt: 1000}");
-    let request = Request { model_id: "m", session_id: "s", tool_name: "t", input: &json!({"amount": "5000"}), calls: &NoCalls };
+    let request =
+        Request { model_id: "m", session_id: "s", tool_name: "t", input: &json!({"amount": "5000"}), calls: &NoCalls };
     let decision = policy.evaluate(&request, NOW);
     assert_eq!(decision.verdict.effect, Effect::Deny);
     assert_eq!(decision.verdict.reason, "condition held (input field `/amount` is a string, expected a number)");
@@ -151,15 +191,20 @@ fn wrong_type_makes_deny_rules_match() {
 
 #[test]
 fn wrong_type_keeps_allow_rules_from_matching() {
-    let policy = policy("default: deny\nrules:\n  - id: small\n    action: allow\n    tools: ['*']\n    reason: small amounts\n    when:\n      - {path: /amount, lt: 100}\n");
+    let policy = policy(
+        "default: deny\nrules:\n  - id: small\n    action: allow\n    tools: ['*']\n    reason: small amounts\n    when:\n      - {path: /amount, lt: 100}\n",
+    );
     assert_eq!(decide(&policy, "m", "t", json!({"amount": "5"})).0, Effect::Deny);
     assert_eq!(decide(&policy, "m", "t", json!({"amount": 5})).0, Effect::Allow);
 }
 
 #[test]
 fn shadow_rule_is_recorded_not_enforced() {
-    let policy = policy("default: allow\nrules:\n  - id: try-deny\n    action: deny\n    mode: shadow\n    tools: ['search.*']\n    reason: trying this out\n");
-    let request = Request { model_id: "m", session_id: "s", tool_name: "search.web", input: &json!({}), calls: &NoCalls };
+    let policy = policy(
+        "default: allow\nrules:\n  - id: try-deny\n    action: deny\n    mode: shadow\n    tools: ['search.*']\n    reason: trying this out\n",
+    );
+    let request =
+        Request { model_id: "m", session_id: "s", tool_name: "search.web", input: &json!({}), calls: &NoCalls };
     let decision = policy.evaluate(&request, NOW);
     assert_eq!(decision.verdict.effect, Effect::Allow);
     assert_eq!(decision.matched.len(), 1);
@@ -171,7 +216,8 @@ fn shadow_rule_is_recorded_not_enforced() {
 
 #[test]
 fn shadow_policy_enforces_nothing() {
-    let policy = policy("mode: shadow\ndefault: deny\nrules:\n  - id: d\n    action: deny\n    tools: ['*']\n    reason: no\n");
+    let policy =
+        policy("mode: shadow\ndefault: deny\nrules:\n  - id: d\n    action: deny\n    tools: ['*']\n    reason: no\n");
     let request = Request { model_id: "m", session_id: "s", tool_name: "x", input: &json!({}), calls: &NoCalls };
     let decision = policy.evaluate(&request, NOW);
     assert_eq!(decision.verdict.effect, Effect::Allow);
@@ -181,7 +227,9 @@ fn shadow_policy_enforces_nothing() {
 
 #[test]
 fn shadow_allow_rule_reports_deciding_rule() {
-    let policy = policy("default: allow\nrules:\n  - id: a\n    action: allow\n    mode: shadow\n    tools: ['*']\n    reason: fine\n");
+    let policy = policy(
+        "default: allow\nrules:\n  - id: a\n    action: allow\n    mode: shadow\n    tools: ['*']\n    reason: fine\n",
+    );
     let request = Request { model_id: "m", session_id: "s", tool_name: "x", input: &json!({}), calls: &NoCalls };
     let decision = policy.evaluate(&request, NOW);
     assert_eq!(decision.verdict.effect, Effect::Allow);
@@ -210,7 +258,8 @@ fn session_limit_denies_the_call_past_max() {
     let mut effects = Vec::new();
     for second in 0..5 {
         let now = NOW + time::Duration::seconds(second);
-        let request = Request { model_id: "m", session_id: "s1", tool_name: "calendar.x", input: &input, calls: &counters };
+        let request =
+            Request { model_id: "m", session_id: "s1", tool_name: "calendar.x", input: &input, calls: &counters };
         let decision = policy.evaluate(&request, now);
         effects.push(decision.verdict.effect);
         if decision.is_allowed() {
@@ -219,7 +268,8 @@ fn session_limit_denies_the_call_past_max() {
     }
     assert_eq!(effects, [Effect::Allow, Effect::Allow, Effect::Allow, Effect::Deny, Effect::Deny]);
 
-    let other_session = Request { model_id: "m", session_id: "s2", tool_name: "calendar.x", input: &input, calls: &counters };
+    let other_session =
+        Request { model_id: "m", session_id: "s2", tool_name: "calendar.x", input: &input, calls: &counters };
     assert!(policy.evaluate(&other_session, NOW).is_allowed());
 
     let later = NOW + time::Duration::seconds(61);
@@ -243,7 +293,10 @@ fn limit_reason_names_limit_and_count() {
     }
     let decision = last.unwrap();
     assert_eq!(decision.verdict.rule.as_deref(), Some("per-session"));
-    assert_eq!(decision.verdict.reason, "call limit `per-session` reached: at most 3 calls per 1m per session (3 calls in the last 1m)");
+    assert_eq!(
+        decision.verdict.reason,
+        "call limit `per-session` reached: at most 3 calls per 1m per session (3 calls in the last 1m)"
+    );
 }
 
 #[test]
@@ -254,7 +307,8 @@ fn model_limit_counts_across_sessions() {
     let mut allowed = 0;
     for index in 0..8 {
         let session = format!("s{index}");
-        let request = Request { model_id: "m", session_id: &session, tool_name: "search.web", input: &input, calls: &counters };
+        let request =
+            Request { model_id: "m", session_id: &session, tool_name: "search.web", input: &input, calls: &counters };
         let decision = policy.evaluate(&request, NOW);
         if decision.is_allowed() {
             allowed += 1;
@@ -294,7 +348,11 @@ fn authorize_checks_scope_then_policy() {
 }
 
 fn rule_strategy() -> impl Strategy<Value = (bool, String, String)> {
-    (any::<bool>(), prop_oneof![Just("*"), Just("gpt-*"), Just("m"), Just("x")], prop_oneof![Just("*"), Just("search.*"), Just("calendar.*"), Just("search.web")])
+    (
+        any::<bool>(),
+        prop_oneof![Just("*"), Just("gpt-*"), Just("m"), Just("x")],
+        prop_oneof![Just("*"), Just("search.*"), Just("calendar.*"), Just("search.web")],
+    )
         .prop_map(|(deny, model, tool)| (deny, model.to_owned(), tool.to_owned()))
 }
 

@@ -1,6 +1,12 @@
 //! Tool scopes follow Python's `fnmatch.fnmatchcase`.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing, reason = "tests and benchmarks fail loudly on unexpected values")]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "tests and benchmarks fail loudly on unexpected values"
+)]
 
 use mcpsec_policy::Scope;
 use mcpsec_policy::glob::Pattern;

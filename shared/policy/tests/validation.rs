@@ -1,6 +1,12 @@
 //! Policy validation errors: every problem named with line, column and value.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing, reason = "tests and benchmarks fail loudly on unexpected values")]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "tests and benchmarks fail loudly on unexpected values"
+)]
 
 use mcpsec_policy::Policy;
 
@@ -19,7 +25,10 @@ fn invalid_policies_snapshot() {
         ("unknown_default", "default: maybe\n".to_owned()),
         ("unknown_mode", "mode: audit\n".to_owned()),
         ("duplicate_ids", format!("{RULE}  - id: r\n    action: allow\n    reason: again\n    tools: ['x']\n")),
-        ("duplicate_id_rule_and_limit", format!("{RULE}limits:\n  - id: r\n    per: model\n    max_calls: 5\n    window: 1m\n")),
+        (
+            "duplicate_id_rule_and_limit",
+            format!("{RULE}limits:\n  - id: r\n    per: model\n    max_calls: 5\n    window: 1m\n"),
+        ),
         ("invalid_glob", RULE.replace("['*']", "['search.*', 'calendar.[z-a]']")),
         ("empty_tools", RULE.replace("['*']", "[]")),
         ("empty_models", format!("{RULE}    models: []\n")),
@@ -35,7 +44,10 @@ fn invalid_policies_snapshot() {
         ("bad_pointer_escape", format!("{RULE}    when:\n      - path: /a~2\n        equals: 1\n")),
         ("no_test", format!("{RULE}    when:\n      - path: /query\n")),
         ("empty_one_of", format!("{RULE}    when:\n      - path: /q\n        one_of: []\n")),
-        ("lengths_reversed", format!("{RULE}    when:\n      - path: /q\n        min_length: 5\n        max_length: 2\n")),
+        (
+            "lengths_reversed",
+            format!("{RULE}    when:\n      - path: /q\n        min_length: 5\n        max_length: 2\n"),
+        ),
         ("misspelt_test", format!("{RULE}    when:\n      - path: /q\n        equal: 1\n")),
         ("bad_match_glob", format!("{RULE}    when:\n      - path: /q\n        matches: '[z-a]'\n")),
         ("string_bound", format!("{RULE}    when:\n      - path: /q\n        gt: ten\n")),
@@ -43,7 +55,10 @@ fn invalid_policies_snapshot() {
         ("wrong_version", "version: 2\n".to_owned()),
         ("yes_is_not_a_mode", "mode: yes\n".to_owned()),
         ("syntax_error", "rules: [\n".to_owned()),
-        ("merge_key", "rules:\n  - &b {id: r, action: deny, reason: r, tools: ['*']}\n  - <<: *b\n    id: s\n".to_owned()),
+        (
+            "merge_key",
+            "rules:\n  - &b {id: r, action: deny, reason: r, tools: ['*']}\n  - <<: *b\n    id: s\n".to_owned(),
+        ),
         ("several_problems", format!("{RULE}  - id: r\n    action: allow\n    reason: ''\n    tools: []\n")),
     ];
     for (name, text) in cases {
@@ -53,7 +68,9 @@ fn invalid_policies_snapshot() {
 
 #[test]
 fn every_problem_has_a_position() {
-    let text = format!("{RULE}  - id: r\n    action: allow\n    reason: ''\n    tools: []\n    when:\n      - path: q\n        gt: 1\n");
+    let text = format!(
+        "{RULE}  - id: r\n    action: allow\n    reason: ''\n    tools: []\n    when:\n      - path: q\n        gt: 1\n"
+    );
     let error = Policy::from_yaml("p", &text).unwrap_err();
     assert_eq!(error.problems.len(), 4, "{error}");
     for problem in &error.problems {
@@ -69,7 +86,13 @@ fn yaml_one_one_booleans_stay_strings_in_values() {
     )
     .unwrap();
     let input = serde_json::json!({"confirm": "no"});
-    let request = mcpsec_policy::Request { model_id: "m", session_id: "s", tool_name: "t", input: &input, calls: &mcpsec_policy::NoCalls };
+    let request = mcpsec_policy::Request {
+        model_id: "m",
+        session_id: "s",
+        tool_name: "t",
+        input: &input,
+        calls: &mcpsec_policy::NoCalls,
+    };
     assert!(!policy.evaluate(&request, time::OffsetDateTime::UNIX_EPOCH).is_allowed());
 }
 

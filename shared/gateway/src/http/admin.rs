@@ -36,7 +36,9 @@ pub(super) async fn session(State(state): State<AppState>, headers: HeaderMap, P
         return response;
     }
     match state.audit().session_trace(&id).await {
-        Ok(events) if events.is_empty() => reply(StatusCode::NOT_FOUND, "not_found", &format!("no calls recorded for session `{}`", id.escape_debug())),
+        Ok(events) if events.is_empty() => {
+            reply(StatusCode::NOT_FOUND, "not_found", &format!("no calls recorded for session `{}`", id.escape_debug()))
+        }
         Ok(events) => Json(json!({"session_id": id, "calls": events.len(), "events": events})).into_response(),
         Err(error) => reply(StatusCode::SERVICE_UNAVAILABLE, "unavailable", &error.to_string()),
     }
@@ -49,7 +51,11 @@ pub(super) struct SessionsQuery {
 }
 
 /// `GET /api/sessions`: the most recently active sessions.
-pub(super) async fn sessions(State(state): State<AppState>, headers: HeaderMap, Query(query): Query<SessionsQuery>) -> Response {
+pub(super) async fn sessions(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(query): Query<SessionsQuery>,
+) -> Response {
     if let Some(response) = admin_rejection(&state, &headers) {
         return response;
     }

@@ -45,7 +45,13 @@ mod code {
 /// Rejects `GET` and `DELETE` with 405, because this endpoint offers no server-sent stream
 /// and its sessions end by expiring.
 pub(super) async fn not_allowed() -> Response {
-    let mut response = rpc_error(StatusCode::METHOD_NOT_ALLOWED, Value::Null, code::INVALID_REQUEST, "use POST for MCP requests", None);
+    let mut response = rpc_error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        Value::Null,
+        code::INVALID_REQUEST,
+        "use POST for MCP requests",
+        None,
+    );
     response.headers_mut().insert(header::ALLOW, HeaderValue::from_static("POST"));
     response
 }
@@ -60,7 +66,9 @@ pub(super) async fn post(State(state): State<AppState>, headers: HeaderMap, body
         Err(BodyError { status, reason }) if status == StatusCode::BAD_REQUEST => {
             return rpc_error(status, Value::Null, code::PARSE_ERROR, &reason, None);
         }
-        Err(BodyError { status, reason }) => return rpc_error(status, Value::Null, code::INVALID_REQUEST, &reason, None),
+        Err(BodyError { status, reason }) => {
+            return rpc_error(status, Value::Null, code::INVALID_REQUEST, &reason, None);
+        }
     };
     let message = match Message::parse(message) {
         Ok(message) => message,
@@ -70,7 +78,8 @@ pub(super) async fn post(State(state): State<AppState>, headers: HeaderMap, body
     if let Some(version) = header_text(&headers, VERSION_HEADER)
         && !PROTOCOL_VERSIONS.contains(&version)
     {
-        let reason = format!("unsupported MCP-Protocol-Version `{version}`; supported: {}", PROTOCOL_VERSIONS.join(", "));
+        let reason =
+            format!("unsupported MCP-Protocol-Version `{version}`; supported: {}", PROTOCOL_VERSIONS.join(", "));
         return rpc_error(StatusCode::BAD_REQUEST, message.id_or_null(), code::INVALID_REQUEST, &reason, None);
     }
 
@@ -80,7 +89,13 @@ pub(super) async fn post(State(state): State<AppState>, headers: HeaderMap, body
         Ok(model_id) => model_id,
         Err(Rejection::Unavailable(reason)) => {
             let data = Some(json!({"status": "unavailable"}));
-            return rpc_error(StatusCode::SERVICE_UNAVAILABLE, message.id_or_null(), code::INTERNAL_ERROR, &reason, data);
+            return rpc_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                message.id_or_null(),
+                code::INTERNAL_ERROR,
+                &reason,
+                data,
+            );
         }
         Err(Rejection::Unauthorized(reason)) => return unauthorized(&state, &headers, &message, key, &reason).await,
     };
@@ -98,7 +113,15 @@ pub(super) async fn post(State(state): State<AppState>, headers: HeaderMap, body
     dispatch(&state, &model_id, key, &session_id, id, &method, &params).await
 }
 
-async fn dispatch(state: &AppState, model_id: &str, key: Option<&str>, session_id: &str, id: Value, method: &str, params: &Map<String, Value>) -> Response {
+async fn dispatch(
+    state: &AppState,
+    model_id: &str,
+    key: Option<&str>,
+    session_id: &str,
+    id: Value,
+    method: &str,
+    params: &Map<String, Value>,
+) -> Response {
     match method {
         "ping" => rpc_result(id, json!({})),
         "tools/list" => match visible_tools(state, model_id).await {
@@ -106,27 +129,47 @@ async fn dispatch(state: &AppState, model_id: &str, key: Option<&str>, session_i
             Err(reason) => rpc_error(StatusCode::SERVICE_UNAVAILABLE, id, code::INTERNAL_ERROR, &reason, None),
         },
         "tools/call" => call_tool(state, key, session_id, id, params).await,
-        _ => rpc_error(StatusCode::OK, id, code::METHOD_NOT_FOUND, &format!("method `{method}` is not supported by this gateway"), None),
+        _ => rpc_error(
+            StatusCode::OK,
+            id,
+            code::METHOD_NOT_FOUND,
+            &format!("method `{method}` is not supported by this gateway"),
+            None,
+        ),
     }
 }
 
 /// A JSON-RPC message after the envelope checks.
 enum Message {
-    Request { id: Value, method: String, params: Map<String, Value> },
+    Request {
+        id: Value,
+        method: String,
+        params: Map<String, Value>,
+    },
     /// A notification or a response from the client, accepted with 202 and no body.
-    Other { method: Option<String> },
+    Other {
+        method: Option<String>,
+    },
 }
 
 impl Message {
     fn parse(value: Value) -> Result<Self, (Value, String)> {
         let object = match value {
             Value::Object(object) => object,
-            Value::Array(_) => return Err((Value::Null, "JSON-RPC batches are not supported; send one message per request".to_owned())),
+            Value::Array(_) => {
+                return Err((
+                    Value::Null,
+                    "JSON-RPC batches are not supported; send one message per request".to_owned(),
+                ));
+            }
             _ => return Err((Value::Null, "a JSON-RPC message must be a JSON object".to_owned())),
         };
         let id = object.get("id").cloned();
         if object.get("jsonrpc").and_then(Value::as_str) != Some("2.0") {
-            return Err((id.unwrap_or(Value::Null), "missing or wrong `jsonrpc` member; it must be \"2.0\"".to_owned()));
+            return Err((
+                id.unwrap_or(Value::Null),
+                "missing or wrong `jsonrpc` member; it must be \"2.0\"".to_owned(),
+            ));
         }
         if let Some(id) = &id
             && !(id.is_string() || id.is_number() || id.is_null())
@@ -148,7 +191,9 @@ impl Message {
             (Some(Value::Null), Some(_)) => Err((Value::Null, "`id` must not be null in a request".to_owned())),
             (Some(id), Some(method)) => Ok(Self::Request { id, method, params }),
             (None, method @ Some(_)) => Ok(Self::Other { method }),
-            (Some(_), None) if object.contains_key("result") || object.contains_key("error") => Ok(Self::Other { method: None }),
+            (Some(_), None) if object.contains_key("result") || object.contains_key("error") => {
+                Ok(Self::Other { method: None })
+            }
             (id, None) => Err((id.unwrap_or(Value::Null), "missing `method`".to_owned())),
         }
     }
@@ -168,10 +213,22 @@ impl Message {
     }
 }
 
-fn initialize(state: &AppState, model_id: &str, id: Value, params: &Map<String, Value>, now: OffsetDateTime) -> Response {
+fn initialize(
+    state: &AppState,
+    model_id: &str,
+    id: Value,
+    params: &Map<String, Value>,
+    now: OffsetDateTime,
+) -> Response {
     let requested = params.get("protocolVersion").and_then(Value::as_str);
     let Some(requested) = requested else {
-        return rpc_error(StatusCode::OK, id, code::INVALID_PARAMS, "missing `protocolVersion` in initialize params", None);
+        return rpc_error(
+            StatusCode::OK,
+            id,
+            code::INVALID_PARAMS,
+            "missing `protocolVersion` in initialize params",
+            None,
+        );
     };
     // A client that requests an unsupported revision gets the newest supported one. The MCP
     // lifecycle leaves it to the client to go on or disconnect.
@@ -202,17 +259,27 @@ async fn visible_tools(state: &AppState, model_id: &str) -> Result<Vec<Value>, S
         .list_tools()
         .await
         .into_iter()
-        .filter(|(name, _)| check_tool_name(name).is_ok() && entry.scope.allows(name) && policy.may_allow(model_id, name))
+        .filter(|(name, _)| {
+            check_tool_name(name).is_ok() && entry.scope.allows(name) && policy.may_allow(model_id, name)
+        })
         .map(|(_, tool)| tool)
         .collect();
     Ok(tools)
 }
 
-async fn call_tool(state: &AppState, key: Option<&str>, session_id: &str, id: Value, params: &Map<String, Value>) -> Response {
+async fn call_tool(
+    state: &AppState,
+    key: Option<&str>,
+    session_id: &str,
+    id: Value,
+    params: &Map<String, Value>,
+) -> Response {
     let name = match params.get("name") {
         Some(Value::String(name)) => name.as_str(),
         Some(_) => return rpc_error(StatusCode::OK, id, code::INVALID_PARAMS, "`name` must be a string", None),
-        None => return rpc_error(StatusCode::OK, id, code::INVALID_PARAMS, "missing `name` in tools/call params", None),
+        None => {
+            return rpc_error(StatusCode::OK, id, code::INVALID_PARAMS, "missing `name` in tools/call params", None);
+        }
     };
     if let Err(reason) = check_tool_name(name) {
         return rpc_error(StatusCode::OK, id, code::INVALID_PARAMS, &reason, None);
@@ -236,10 +303,16 @@ async fn call_tool(state: &AppState, key: Option<&str>, session_id: &str, id: Va
             let data = json!({"status": status, "reason": reason, "event_id": event_id});
             rpc_error(StatusCode::OK, id, code::UPSTREAM, &reason, Some(data))
         }
-        CallOutcome::Unauthorized { reason, .. } => rpc_error(StatusCode::UNAUTHORIZED, id, code::UNAUTHORIZED, &reason, None),
-        CallOutcome::Unavailable { reason } => {
-            rpc_error(StatusCode::SERVICE_UNAVAILABLE, id, code::INTERNAL_ERROR, &reason, Some(json!({"status": "unavailable"})))
+        CallOutcome::Unauthorized { reason, .. } => {
+            rpc_error(StatusCode::UNAUTHORIZED, id, code::UNAUTHORIZED, &reason, None)
         }
+        CallOutcome::Unavailable { reason } => rpc_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            id,
+            code::INTERNAL_ERROR,
+            &reason,
+            Some(json!({"status": "unavailable"})),
+        ),
     }
 }
 
@@ -275,7 +348,13 @@ async fn authenticate(state: &AppState, key: Option<&str>, now: OffsetDateTime) 
 
 /// Rejects a message whose key was not accepted. A rejected `tools/call` is recorded like any
 /// other call, through the shared call path, so probing shows in the audit trail.
-async fn unauthorized(state: &AppState, headers: &HeaderMap, message: &Message, key: Option<&str>, reason: &str) -> Response {
+async fn unauthorized(
+    state: &AppState,
+    headers: &HeaderMap,
+    message: &Message,
+    key: Option<&str>,
+    reason: &str,
+) -> Response {
     if let Message::Request { params, .. } = message
         && message.is_tool_call()
     {
@@ -291,7 +370,12 @@ async fn unauthorized(state: &AppState, headers: &HeaderMap, message: &Message, 
     response
 }
 
-fn check_session(state: &AppState, headers: &HeaderMap, model_id: &str, now: OffsetDateTime) -> Result<String, (StatusCode, String)> {
+fn check_session(
+    state: &AppState,
+    headers: &HeaderMap,
+    model_id: &str,
+    now: OffsetDateTime,
+) -> Result<String, (StatusCode, String)> {
     let Some(session_id) = header_text(headers, SESSION_HEADER) else {
         return Err((StatusCode::BAD_REQUEST, "missing Mcp-Session-Id header; send `initialize` first".to_owned()));
     };

@@ -13,7 +13,9 @@ use crate::state::AppState;
 
 /// Routes models call: `POST /mcp/toolcall` and `/mcp`.
 pub fn model_routes() -> Router<AppState> {
-    Router::new().route("/mcp/toolcall", post(rest::toolcall)).route("/mcp", post(mcp::post).get(mcp::not_allowed).delete(mcp::not_allowed))
+    Router::new()
+        .route("/mcp/toolcall", post(rest::toolcall))
+        .route("/mcp", post(mcp::post).get(mcp::not_allowed).delete(mcp::not_allowed))
 }
 
 /// Admin routes for sessions.
@@ -24,7 +26,10 @@ pub fn session_routes() -> Router<AppState> {
 /// Policy routes: read, validate, save, versions, diff and rollback.
 pub fn policy_routes() -> Router<AppState> {
     Router::new()
-        .route("/api/config", get(policy_admin::get_config).put(policy_admin::put_config).post(policy_admin::put_config))
+        .route(
+            "/api/config",
+            get(policy_admin::get_config).put(policy_admin::put_config).post(policy_admin::put_config),
+        )
         .route("/api/policy/validate", post(policy_admin::validate))
         .route("/api/policy/versions", get(policy_admin::versions))
         .route("/api/policy/versions/{id}", get(policy_admin::version))

@@ -14,10 +14,10 @@ use mcpsec_policy::{LoadError, Policy};
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 
-use super::admin::{admin_rejection, admin_key_id};
+use super::admin::{admin_key_id, admin_rejection};
 use super::body::{read_json, require_json};
-use crate::store::{PolicyVersion, StoreError};
 use crate::state::AppState;
+use crate::store::{PolicyVersion, StoreError};
 
 /// Longest accepted version id or timestamp from a URL.
 const MAX_VERSION_TEXT: usize = 256;
@@ -41,18 +41,18 @@ pub(super) async fn put_config(State(state): State<AppState>, headers: HeaderMap
     }
     let request = match read_object(&state, &headers, body).await {
         Ok(request) => request,
-        Err(response) => return response,
+        Err(error) => return error.into_response(),
     };
     let Some(yaml) = request.get("policy_yaml").and_then(Value::as_str) else {
         return reply(StatusCode::BAD_REQUEST, "invalid_request", "missing string field `policy_yaml`");
     };
     let base = match optional_text(&request, "base_version") {
         Ok(base) => base,
-        Err(response) => return response,
+        Err(error) => return error.into_response(),
     };
     let comment = match optional_text(&request, "comment") {
         Ok(comment) => comment,
-        Err(response) => return response,
+        Err(error) => return error.into_response(),
     };
 
     if let Err(error) = Policy::from_yaml("policy_yaml", yaml) {
@@ -68,7 +68,7 @@ pub(super) async fn validate(State(state): State<AppState>, headers: HeaderMap, 
     }
     let request = match read_object(&state, &headers, body).await {
         Ok(request) => request,
-        Err(response) => return response,
+        Err(error) => return error.into_response(),
     };
     let Some(yaml) = request.get("policy_yaml").and_then(Value::as_str) else {
         return reply(StatusCode::BAD_REQUEST, "invalid_request", "missing string field `policy_yaml`");
@@ -107,7 +107,7 @@ pub(super) async fn version(State(state): State<AppState>, headers: HeaderMap, P
     }
     match find_version(&state, &id).await {
         Ok(version) => Json(version_json(&version, true)).into_response(),
-        Err(response) => response,
+        Err(error) => error.into_response(),
     }
 }
 
@@ -119,17 +119,21 @@ pub(super) struct DiffQuery {
 }
 
 /// `GET /api/policy/diff?from=A&to=B`: a unified diff between two versions.
-pub(super) async fn diff(State(state): State<AppState>, headers: HeaderMap, Query(query): Query<DiffQuery>) -> Response {
+pub(super) async fn diff(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(query): Query<DiffQuery>,
+) -> Response {
     if let Some(rejection) = admin_rejection(&state, &headers) {
         return rejection;
     }
     let from = match find_version(&state, &query.from).await {
         Ok(version) => version,
-        Err(response) => return response,
+        Err(error) => return error.into_response(),
     };
     let to = match find_version(&state, &query.to).await {
         Ok(version) => version,
-        Err(response) => return response,
+        Err(error) => return error.into_response(),
     };
     let text = similar::TextDiff::from_lines(&from.yaml, &to.yaml)
         .unified_diff()
@@ -144,17 +148,22 @@ pub(super) async fn diff(State(state): State<AppState>, headers: HeaderMap, Quer
 /// `{version}` is a version id, or an RFC 3339 timestamp that selects the version in force at
 /// that instant. The body may hold `base_version` (the newest version the admin saw; the
 /// rollback fails with 409 when another save came since) and `comment`.
-pub(super) async fn rollback(State(state): State<AppState>, headers: HeaderMap, Path(target): Path<String>, body: Body) -> Response {
+pub(super) async fn rollback(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(target): Path<String>,
+    body: Body,
+) -> Response {
     if let Some(rejection) = admin_rejection(&state, &headers) {
         return rejection;
     }
     let request = match read_optional_object(&state, &headers, body).await {
         Ok(request) => request,
-        Err(response) => return response,
+        Err(error) => return error.into_response(),
     };
     let old = match resolve_target(&state, &target).await {
         Ok(version) => version,
-        Err(response) => return response,
+        Err(error) => return error.into_response(),
     };
     if let Err(error) = Policy::from_yaml(&format!("version {}", old.version), &old.yaml) {
         return invalid_policy(&error);
@@ -166,16 +175,22 @@ pub(super) async fn rollback(State(state): State<AppState>, headers: HeaderMap, 
             Ok(current) => current.map(|current| current.version),
             Err(error) => return store_failure(&error),
         },
-        Err(response) => return response,
+        Err(error) => return error.into_response(),
     };
     let comment = match optional_text(&request, "comment") {
         Ok(comment) => comment.unwrap_or_else(|| format!("rollback to {}", old.version)),
-        Err(response) => return response,
+        Err(error) => return error.into_response(),
     };
     save(&state, &headers, &old.yaml, base, Some(comment)).await
 }
 
-async fn save(state: &AppState, headers: &HeaderMap, yaml: &str, base: Option<String>, comment: Option<String>) -> Response {
+async fn save(
+    state: &AppState,
+    headers: &HeaderMap,
+    yaml: &str,
+    base: Option<String>,
+    comment: Option<String>,
+) -> Response {
     let author = admin_key_id(headers);
     let saved = state.stores().policy.save(yaml, base.as_deref(), &author, comment.as_deref()).await;
     match saved {
@@ -187,50 +202,68 @@ async fn save(state: &AppState, headers: &HeaderMap, yaml: &str, base: Option<St
         Err(StoreError::Conflict(detail)) => reply(
             StatusCode::CONFLICT,
             "conflict",
-            &format!("the policy changed since version {}: {detail}; reload it, merge your edits and save again", base.as_deref().unwrap_or("none")),
+            &format!(
+                "the policy changed since version {}: {detail}; reload it, merge your edits and save again",
+                base.as_deref().unwrap_or("none")
+            ),
         ),
         Err(error) => store_failure(&error),
     }
 }
 
 /// Finds the version a rollback names: by id, or the one in force at an RFC 3339 instant.
-async fn resolve_target(state: &AppState, target: &str) -> Result<PolicyVersion, Response> {
+async fn resolve_target(state: &AppState, target: &str) -> Result<PolicyVersion, ApiError> {
     let Ok(instant) = OffsetDateTime::parse(target, &time::format_description::well_known::Rfc3339) else {
         return find_version(state, target).await;
     };
-    let versions = state.stores().policy.versions().await.map_err(|error| store_failure(&error))?;
-    let in_force = versions.into_iter().filter(|version| version.saved_at <= instant).max_by_key(|version| version.saved_at);
+    let versions = state.stores().policy.versions().await.map_err(|error| ApiError::store(&error))?;
+    let in_force =
+        versions.into_iter().filter(|version| version.saved_at <= instant).max_by_key(|version| version.saved_at);
     match in_force {
         Some(version) => find_version(state, &version.version).await,
-        None => Err(reply(StatusCode::NOT_FOUND, "not_found", &format!("no policy version was in force at {target}"))),
+        None => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            &format!("no policy version was in force at {target}"),
+        )),
     }
 }
 
-async fn find_version(state: &AppState, id: &str) -> Result<PolicyVersion, Response> {
-    let not_found = || reply(StatusCode::NOT_FOUND, "not_found", &format!("policy version `{}` not found", id.escape_debug()));
+async fn find_version(state: &AppState, id: &str) -> Result<PolicyVersion, ApiError> {
+    let not_found = || {
+        ApiError::new(StatusCode::NOT_FOUND, "not_found", &format!("policy version `{}` not found", id.escape_debug()))
+    };
     if id.is_empty() || id.len() > MAX_VERSION_TEXT || id.chars().any(char::is_control) {
         return Err(not_found());
     }
     match state.stores().policy.version(id).await {
         Ok(version) => Ok(version),
         Err(StoreError::NotFound(_)) => Err(not_found()),
-        Err(error) => Err(store_failure(&error)),
+        Err(error) => Err(ApiError::store(&error)),
     }
 }
 
-async fn read_object(state: &AppState, headers: &HeaderMap, body: Body) -> Result<serde_json::Map<String, Value>, Response> {
+async fn read_object(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<serde_json::Map<String, Value>, ApiError> {
     if let Err(error) = require_json(headers) {
-        return Err(reply(error.status, "invalid_request", &error.reason));
+        return Err(ApiError::new(error.status, "invalid_request", &error.reason));
     }
     match read_json(body, state.options().max_body_bytes).await {
         Ok(Value::Object(object)) => Ok(object),
-        Ok(_) => Err(reply(StatusCode::BAD_REQUEST, "invalid_request", "the body must be a JSON object")),
-        Err(error) => Err(reply(error.status, "invalid_request", &error.reason)),
+        Ok(_) => Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", "the body must be a JSON object")),
+        Err(error) => Err(ApiError::new(error.status, "invalid_request", &error.reason)),
     }
 }
 
 /// Reads a JSON object body, or an empty one when the request has no body.
-async fn read_optional_object(state: &AppState, headers: &HeaderMap, body: Body) -> Result<serde_json::Map<String, Value>, Response> {
+async fn read_optional_object(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<serde_json::Map<String, Value>, ApiError> {
     let has_body = headers.get(axum::http::header::CONTENT_LENGTH).is_none_or(|length| length != "0")
         && headers.contains_key(axum::http::header::CONTENT_TYPE);
     if !has_body {
@@ -239,11 +272,13 @@ async fn read_optional_object(state: &AppState, headers: &HeaderMap, body: Body)
     read_object(state, headers, body).await
 }
 
-fn optional_text(request: &serde_json::Map<String, Value>, field: &str) -> Result<Option<String>, Response> {
+fn optional_text(request: &serde_json::Map<String, Value>, field: &str) -> Result<Option<String>, ApiError> {
     match request.get(field) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(text)) => Ok(Some(text.clone())),
-        Some(_) => Err(reply(StatusCode::BAD_REQUEST, "invalid_request", &format!("field `{field}` must be a string"))),
+        Some(_) => {
+            Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", &format!("field `{field}` must be a string")))
+        }
     }
 }
 
@@ -280,8 +315,31 @@ fn version_json(version: &PolicyVersion, with_yaml: bool) -> Value {
 }
 
 fn store_failure(error: &StoreError) -> Response {
-    tracing::error!(error = %error, "policy store failed");
-    reply(StatusCode::SERVICE_UNAVAILABLE, "unavailable", &format!("{error}; try again"))
+    ApiError::store(error).into_response()
+}
+
+/// A rejected admin request: the status, a short label and the reason.
+struct ApiError {
+    status: StatusCode,
+    label: &'static str,
+    reason: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, label: &'static str, reason: &str) -> Self {
+        Self { status, label, reason: reason.to_owned() }
+    }
+
+    fn store(error: &StoreError) -> Self {
+        tracing::error!(error = %error, "policy store failed");
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", &format!("{error}; try again"))
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        reply(self.status, self.label, &self.reason)
+    }
 }
 
 fn reply(status: StatusCode, label: &str, reason: &str) -> Response {

@@ -28,7 +28,12 @@ pub(super) async fn toolcall(State(state): State<AppState>, headers: HeaderMap, 
 
     let key = headers.get("x-model-key").and_then(|value| value.to_str().ok());
     let caller = Caller::Claimed { model_id: fields.model_id, key };
-    let call = CallRequest { route: Route::Rest, session_id: fields.session_id, tool_name: fields.tool_name, arguments: fields.input };
+    let call = CallRequest {
+        route: Route::Rest,
+        session_id: fields.session_id,
+        tool_name: fields.tool_name,
+        arguments: fields.input,
+    };
     respond(toolcall::handle(&state, caller, call).await)
 }
 
@@ -42,7 +47,9 @@ struct Fields<'a> {
 impl<'a> Fields<'a> {
     fn from_json(value: &'a Value) -> Result<Self, String> {
         let Some(object) = value.as_object() else {
-            return Err("the body must be a JSON object with `model_id`, `session_id`, `tool_name` and `input`".to_owned());
+            return Err(
+                "the body must be a JSON object with `model_id`, `session_id`, `tool_name` and `input`".to_owned()
+            );
         };
         let text = |name: &str| match object.get(name) {
             Some(Value::String(text)) => Ok(text.as_str()),
@@ -77,7 +84,11 @@ fn respond(outcome: CallOutcome) -> Response {
             (StatusCode::FORBIDDEN, Json(body)).into_response()
         }
         CallOutcome::UpstreamFailed { reason, timeout, event_id } => {
-            let (status, label) = if timeout { (StatusCode::GATEWAY_TIMEOUT, "upstream_timeout") } else { (StatusCode::BAD_GATEWAY, "upstream_error") };
+            let (status, label) = if timeout {
+                (StatusCode::GATEWAY_TIMEOUT, "upstream_timeout")
+            } else {
+                (StatusCode::BAD_GATEWAY, "upstream_error")
+            };
             (status, Json(json!({"status": label, "reason": reason, "event_id": event_id}))).into_response()
         }
         CallOutcome::Unavailable { reason } => reply(StatusCode::SERVICE_UNAVAILABLE, "unavailable", &reason),

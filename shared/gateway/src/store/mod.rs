@@ -1,8 +1,10 @@
 //! Storage behind traits, so handlers never know which backend they run on.
 //!
 //! The embedded backend ([`sqlite`]) keeps everything in one SQLite file under `DATA_DIR`
-//! and appends each audit event to `audit.log` as one JSON line.
+//! and appends each audit event to `audit.log` as one JSON line. The AWS backend ([`aws`])
+//! keeps model keys and audit events in DynamoDB and policy versions in a versioned S3 bucket.
 
+pub mod aws;
 pub mod sqlite;
 
 use async_trait::async_trait;
@@ -81,7 +83,13 @@ pub trait PolicyStore: Send + Sync {
     async fn current(&self) -> Result<Option<PolicyVersion>, StoreError>;
     /// Saves `yaml` as the newest version if the newest is still `base_version`
     /// (`None`: only if no version exists); otherwise fails with [`StoreError::Conflict`].
-    async fn save(&self, yaml: &str, base_version: Option<&str>, author: &str, comment: Option<&str>) -> Result<PolicyVersion, StoreError>;
+    async fn save(
+        &self,
+        yaml: &str,
+        base_version: Option<&str>,
+        author: &str,
+        comment: Option<&str>,
+    ) -> Result<PolicyVersion, StoreError>;
     /// Lists every version, newest first, without their YAML.
     async fn versions(&self) -> Result<Vec<PolicyVersion>, StoreError>;
     /// Returns one version.

@@ -82,7 +82,10 @@ fn literal_prefix(source: &str) -> &str {
 }
 
 fn empty_pattern_error() -> PatternError {
-    PatternError { pattern: String::new(), reason: "a pattern cannot be empty; write `*` to match every name".to_owned() }
+    PatternError {
+        pattern: String::new(),
+        reason: "a pattern cannot be empty; write `*` to match every name".to_owned(),
+    }
 }
 
 /// Several patterns compiled into one matcher; a name matches when any pattern does.

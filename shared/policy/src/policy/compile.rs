@@ -28,7 +28,8 @@ pub(super) fn compile(raw: RawPolicy) -> Result<Policy, Vec<Problem>> {
     if let Some(version) = &raw.version
         && version.value != SCHEMA_VERSION
     {
-        let message = format!("unsupported schema version {}; this gateway reads version {SCHEMA_VERSION}", version.value);
+        let message =
+            format!("unsupported schema version {}; this gateway reads version {SCHEMA_VERSION}", version.value);
         problems.push(Problem::new(position_of(version.referenced), "version", message));
     }
 
@@ -72,7 +73,12 @@ pub(super) fn compile(raw: RawPolicy) -> Result<Policy, Vec<Problem>> {
     Ok(Policy { default, mode: raw.mode, rules, limits, tool_index: PatternIndex::new(tool_patterns) })
 }
 
-fn check_unique_id(id: &Spanned<String>, field: &str, seen: &mut HashMap<String, Option<Position>>, problems: &mut Vec<Problem>) {
+fn check_unique_id(
+    id: &Spanned<String>,
+    field: &str,
+    seen: &mut HashMap<String, Option<Position>>,
+    problems: &mut Vec<Problem>,
+) {
     let position = position_of(id.referenced);
     let field = format!("{field}.id");
     let value = id.value.as_str();
@@ -82,13 +88,19 @@ fn check_unique_id(id: &Spanned<String>, field: &str, seen: &mut HashMap<String,
         return;
     }
     if let Some(bad) = value.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':'))) {
-        let message = format!("invalid rule id `{value}`: character `{bad}` is not allowed; use letters, digits, `-`, `_`, `.` and `:`");
+        let message = format!(
+            "invalid rule id `{value}`: character `{bad}` is not allowed; use letters, digits, `-`, `_`, `.` and `:`"
+        );
         problems.push(Problem::new(position, field, message));
         return;
     }
     if let Some(first) = seen.get(value) {
         let first_line = first.map_or_else(String::new, |p| format!(" (first defined on line {})", p.line));
-        problems.push(Problem::new(position, field, format!("duplicate rule id `{value}`{first_line}; ids must be unique across rules and limits")));
+        problems.push(Problem::new(
+            position,
+            field,
+            format!("duplicate rule id `{value}`{first_line}; ids must be unique across rules and limits"),
+        ));
         return;
     }
     seen.insert(value.to_owned(), position);
@@ -100,7 +112,11 @@ fn check_rule(rule: Spanned<RawRule>, field: &str, problems: &mut Vec<Problem>) 
     let raw = rule.value;
 
     if raw.reason.value.trim().is_empty() {
-        problems.push(Problem::new(position_of(raw.reason.referenced), format!("{field}.reason"), "a reason cannot be empty; it is shown to the caller and in the audit trail"));
+        problems.push(Problem::new(
+            position_of(raw.reason.referenced),
+            format!("{field}.reason"),
+            "a reason cannot be empty; it is shown to the caller and in the audit trail",
+        ));
     }
     let tools = check_patterns(Some(&raw.tools), &format!("{field}.tools"), problems);
     let models = check_patterns(raw.models.as_ref(), &format!("{field}.models"), problems);
@@ -115,7 +131,8 @@ fn check_rule(rule: Spanned<RawRule>, field: &str, problems: &mut Vec<Problem>) 
         return None;
     }
     let models = (!models.iter().all(Pattern::matches_everything)).then_some(models);
-    let rule = Rule { id: raw.id.value, action: raw.action, reason: raw.reason.value, models, conditions, mode: raw.mode };
+    let rule =
+        Rule { id: raw.id.value, action: raw.action, reason: raw.reason.value, models, conditions, mode: raw.mode };
     Some((rule, tools))
 }
 
@@ -136,7 +153,13 @@ fn check_limit(limit: Spanned<RawLimit>, field: &str, problems: &mut Vec<Problem
     }
     let window = window?;
     let reason = raw.reason.unwrap_or_else(|| {
-        format!("call limit `{}` reached: at most {} calls per {} per {}", raw.id.value, raw.max_calls.value, humantime::format_duration(window), raw.per.as_str())
+        format!(
+            "call limit `{}` reached: at most {} calls per {} per {}",
+            raw.id.value,
+            raw.max_calls.value,
+            humantime::format_duration(window),
+            raw.per.as_str()
+        )
     });
     Some(Limit {
         id: raw.id.value,
@@ -155,7 +178,10 @@ fn check_window(window: &Spanned<String>, field: &str, problems: &mut Vec<Proble
     let parsed = match humantime::parse_duration(window.value.trim()) {
         Ok(duration) => duration,
         Err(error) => {
-            let message = format!("invalid duration `{}`: {error}; write a number and a unit, such as `30s`, `5m` or `1h`", window.value);
+            let message = format!(
+                "invalid duration `{}`: {error}; write a number and a unit, such as `30s`, `5m` or `1h`",
+                window.value
+            );
             problems.push(Problem::new(position, field, message));
             return None;
         }
@@ -169,7 +195,11 @@ fn check_window(window: &Spanned<String>, field: &str, problems: &mut Vec<Proble
 }
 
 /// Compiles a list of fnmatch patterns; an absent list means every name (`*`).
-fn check_patterns(patterns: Option<&Spanned<Vec<Spanned<String>>>>, field: &str, problems: &mut Vec<Problem>) -> Vec<Pattern> {
+fn check_patterns(
+    patterns: Option<&Spanned<Vec<Spanned<String>>>>,
+    field: &str,
+    problems: &mut Vec<Problem>,
+) -> Vec<Pattern> {
     let Some(patterns) = patterns else {
         return Pattern::new("*").into_iter().collect();
     };
@@ -183,7 +213,11 @@ fn check_patterns(patterns: Option<&Spanned<Vec<Spanned<String>>>>, field: &str,
     for (index, pattern) in patterns.value.iter().enumerate() {
         match Pattern::new(&pattern.value) {
             Ok(pattern) => compiled.push(pattern),
-            Err(error) => problems.push(Problem::new(position_of(pattern.referenced), format!("{field}[{index}]"), error.to_string())),
+            Err(error) => problems.push(Problem::new(
+                position_of(pattern.referenced),
+                format!("{field}[{index}]"),
+                error.to_string(),
+            )),
         }
     }
     compiled
@@ -212,20 +246,32 @@ fn check_condition(condition: Spanned<RawCondition>, field: &str, problems: &mut
     }
     if let Some(options) = raw.one_of {
         if options.value.is_empty() {
-            problems.push(Problem::new(position_of(options.referenced), format!("{field}.one_of"), "`one_of` needs at least one value"));
+            problems.push(Problem::new(
+                position_of(options.referenced),
+                format!("{field}.one_of"),
+                "`one_of` needs at least one value",
+            ));
         }
         tests.push(Test::OneOf(options.value));
     }
     if let Some(pattern) = raw.matches {
         match Pattern::new(&pattern.value) {
             Ok(compiled) => tests.push(Test::Matches(compiled)),
-            Err(error) => problems.push(Problem::new(position_of(pattern.referenced), format!("{field}.matches"), error.to_string())),
+            Err(error) => problems.push(Problem::new(
+                position_of(pattern.referenced),
+                format!("{field}.matches"),
+                error.to_string(),
+            )),
         }
     }
     if let (Some(low), Some(high)) = (raw.min_length, raw.max_length)
         && low > high
     {
-        problems.push(Problem::new(position, field, format!("`min_length` {low} is above `max_length` {high}, so the condition could never hold")));
+        problems.push(Problem::new(
+            position,
+            field,
+            format!("`min_length` {low} is above `max_length` {high}, so the condition could never hold"),
+        ));
     }
     if let Some(present) = raw.present {
         tests.push(Test::Present(present));

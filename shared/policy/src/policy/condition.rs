@@ -45,10 +45,7 @@ impl Condition {
                 Ok(false) => return Outcome::Fails,
                 Err(expected) => {
                     let found = value.map_or("nothing", type_name);
-                    return Outcome::WrongType(format!(
-                        "input field `{}` is {found}, expected {expected}",
-                        self.path
-                    ));
+                    return Outcome::WrongType(format!("input field `{}` is {found}, expected {expected}", self.path));
                 }
             }
         }

@@ -187,7 +187,12 @@ impl Policy {
 
     /// Appends a match for each limit the call would exceed and returns every limit that
     /// applies to it.
-    fn check_limits(&self, request: &Request<'_>, now: OffsetDateTime, matched: &mut Vec<RuleMatch>) -> Vec<CountedLimit> {
+    fn check_limits(
+        &self,
+        request: &Request<'_>,
+        now: OffsetDateTime,
+        matched: &mut Vec<RuleMatch>,
+    ) -> Vec<CountedLimit> {
         let mut counted = Vec::new();
         for limit in &self.limits {
             if !any_match(&limit.models, request.model_id) || !any_match(&limit.tools, request.tool_name) {
@@ -242,7 +247,9 @@ impl Policy {
     fn reason_of(&self, matched: &RuleMatch) -> String {
         let reason = match matched.kind {
             RuleKind::Rule => self.rules.iter().find(|rule| rule.id == matched.id).map(|rule| rule.reason.as_str()),
-            RuleKind::Limit => self.limits.iter().find(|limit| limit.id == matched.id).map(|limit| limit.reason.as_str()),
+            RuleKind::Limit => {
+                self.limits.iter().find(|limit| limit.id == matched.id).map(|limit| limit.reason.as_str())
+            }
         };
         let reason = reason.unwrap_or("denied by policy");
         match &matched.detail {

@@ -10,7 +10,9 @@ use time::macros::format_description;
 use time::{Date, OffsetDateTime, UtcOffset};
 
 use super::error::{Failure, Resource, unavailable};
-use super::layout::{DAY, DECISION, EVENT, EVENT_PREFIX, MODEL_ID, PK, SESSION_ID, SESSION_PREFIX, SK, TIME, TIME_NS, TTL};
+use super::layout::{
+    DAY, DECISION, EVENT, EVENT_PREFIX, MODEL_ID, PK, SESSION_ID, SESSION_PREFIX, SK, TIME, TIME_NS, TTL,
+};
 use crate::audit::{AuditEvent, Outcome};
 use crate::store::StoreError;
 
@@ -27,7 +29,12 @@ const MAX_EVENT_JSON_BYTES: usize = 390 * 1024;
 /// so a newer version of the event (such as one with the upstream outcome) replaces the old
 /// one in place. A failed condition means that the same content is already stored, which is
 /// the success of a retry.
-pub(super) async fn record(client: &Client, table: &str, retention: Option<Duration>, event: &AuditEvent) -> Result<(), StoreError> {
+pub(super) async fn record(
+    client: &Client,
+    table: &str,
+    retention: Option<Duration>,
+    event: &AuditEvent,
+) -> Result<(), StoreError> {
     let (item, json) = encode_event(event, retention)?;
 
     let result = client
@@ -43,14 +50,21 @@ pub(super) async fn record(client: &Client, table: &str, retention: Option<Durat
 
     match result {
         Ok(_) => Ok(()),
-        Err(error) if error.as_service_error().is_some_and(|error| error.is_conditional_check_failed_exception()) => Ok(()),
-        Err(error) => Err(Failure::new(&error).unavailable(&format!("store audit event `{}`", event.event_id), Resource::Table(table))),
+        Err(error) if error.as_service_error().is_some_and(|error| error.is_conditional_check_failed_exception()) => {
+            Ok(())
+        }
+        Err(error) => Err(Failure::new(&error)
+            .unavailable(&format!("store audit event `{}`", event.event_id), Resource::Table(table))),
     }
 }
 
 /// Returns the events of a session in the order of their ids, which are UUID v7 and so
 /// ordered by the time they were created.
-pub(super) async fn session_trace(client: &Client, table: &str, session_id: &str) -> Result<Vec<AuditEvent>, StoreError> {
+pub(super) async fn session_trace(
+    client: &Client,
+    table: &str,
+    session_id: &str,
+) -> Result<Vec<AuditEvent>, StoreError> {
     let partition = session_partition(session_id);
     if partition.len() > MAX_PARTITION_KEY_BYTES {
         // No event can have been stored under a key that DynamoDB rejects.
@@ -86,7 +100,8 @@ pub(super) fn session_partition(session_id: &str) -> String {
 /// Formats `date` as `YYYY-MM-DD`, the partition key of the index by day.
 pub(super) fn day_key(date: Date) -> Result<String, StoreError> {
     let format = format_description!("[year]-[month]-[day]");
-    date.format(&format).map_err(|error| StoreError::Unavailable(format!("date {date} cannot be written as YYYY-MM-DD: {error}")))
+    date.format(&format)
+        .map_err(|error| StoreError::Unavailable(format!("date {date} cannot be written as YYYY-MM-DD: {error}")))
 }
 
 /// Returns the name of a decision as serialized in events.
@@ -100,18 +115,27 @@ pub(super) fn decision_name(decision: Outcome) -> &'static str {
 }
 
 /// Encodes the item of `event`, and returns it with the event's JSON for the condition.
-fn encode_event(event: &AuditEvent, retention: Option<Duration>) -> Result<(HashMap<String, AttributeValue>, String), StoreError> {
+fn encode_event(
+    event: &AuditEvent,
+    retention: Option<Duration>,
+) -> Result<(HashMap<String, AttributeValue>, String), StoreError> {
     let id = &event.event_id;
-    let json = serde_json::to_string(event).map_err(|error| StoreError::Unavailable(format!("failed to encode audit event `{id}` as JSON: {error}")))?;
+    let json = serde_json::to_string(event)
+        .map_err(|error| StoreError::Unavailable(format!("failed to encode audit event `{id}` as JSON: {error}")))?;
     check_sizes(event, &json)?;
 
     let time_ns = i64::try_from(event.time.unix_timestamp_nanos()).map_err(|_| {
-        StoreError::Unavailable(format!("time {} of audit event `{id}` is outside 1677-09-21 to 2262-04-11 UTC; check the clock", event.time))
+        StoreError::Unavailable(format!(
+            "time {} of audit event `{id}` is outside 1677-09-21 to 2262-04-11 UTC; check the clock",
+            event.time
+        ))
     })?;
-    let time = event
-        .time
-        .format(&Rfc3339)
-        .map_err(|error| StoreError::Unavailable(format!("time {} of audit event `{id}` cannot be written as RFC 3339: {error}", event.time)))?;
+    let time = event.time.format(&Rfc3339).map_err(|error| {
+        StoreError::Unavailable(format!(
+            "time {} of audit event `{id}` cannot be written as RFC 3339: {error}",
+            event.time
+        ))
+    })?;
     let day = day_key(event.time.to_offset(UtcOffset::UTC).date())?;
 
     let mut item = HashMap::from([
@@ -131,7 +155,7 @@ fn encode_event(event: &AuditEvent, retention: Option<Duration>) -> Result<(Hash
     Ok((item, json))
 }
 
-/// Rejects an event that DynamoDB would reject, with a message that says what to change.
+/// Rejects an event that DynamoDB would reject, with a message that names what to change.
 fn check_sizes(event: &AuditEvent, json: &str) -> Result<(), StoreError> {
     let id = &event.event_id;
     if session_partition(&event.session_id).len() > MAX_PARTITION_KEY_BYTES {
@@ -164,5 +188,6 @@ fn decode_event(item: &HashMap<String, AttributeValue>) -> Result<AuditEvent, St
         .and_then(|value| value.as_s().ok())
         .ok_or_else(|| StoreError::Corrupt(format!("audit item `{key}` has no string `{EVENT}`")))?;
 
-    serde_json::from_str(json).map_err(|error| StoreError::Corrupt(format!("audit item `{key}` is not a valid event: {error}")))
+    serde_json::from_str(json)
+        .map_err(|error| StoreError::Corrupt(format!("audit item `{key}` is not a valid event: {error}")))
 }

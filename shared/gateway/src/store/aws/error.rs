@@ -3,7 +3,8 @@
 use std::error::Error;
 use std::fmt;
 
-use aws_sdk_dynamodb::error::{DisplayErrorContext, HttpResponse, ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::config::http::HttpResponse;
+use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 
 use crate::store::StoreError;
 
@@ -46,7 +47,7 @@ impl Failure {
         Self {
             code: error.code().map(str::to_owned),
             status: error.raw_response().map(|response| response.status().as_u16()),
-            detail: DisplayErrorContext(error).to_string(),
+            detail: error_chain(error),
         }
     }
 
@@ -67,7 +68,7 @@ impl Failure {
 
     /// Converts the failure of `operation` on `resource` to [`StoreError::Unavailable`].
     ///
-    /// A missing table or bucket gets a message that says how to create it. Throttling,
+    /// A missing table or bucket gets a message that names the command that creates it. Throttling,
     /// server errors, timeouts and network failures keep the SDK's description.
     pub(super) fn unavailable(self, operation: &str, resource: Resource<'_>) -> StoreError {
         if self.is_missing_resource() {
@@ -78,7 +79,7 @@ impl Failure {
         StoreError::Unavailable(format!("failed to {operation} in {resource}: {}", self.detail))
     }
 
-    /// The error and its sources on one line.
+    /// Returns the error and its sources on one line.
     pub(super) fn detail(&self) -> &str {
         &self.detail
     }
@@ -86,9 +87,24 @@ impl Failure {
 
 /// Returns a closure that maps an SDK error of `operation` on `resource` to
 /// [`StoreError::Unavailable`], for `map_err`.
-pub(super) fn unavailable<'a, E>(operation: &'a str, resource: Resource<'a>) -> impl FnOnce(SdkError<E, HttpResponse>) -> StoreError + 'a
+pub(super) fn unavailable<'a, E>(
+    operation: &'a str,
+    resource: Resource<'a>,
+) -> impl FnOnce(SdkError<E, HttpResponse>) -> StoreError + 'a
 where
     E: ProvideErrorMetadata + Error + 'static,
 {
     move |error| Failure::new(&error).unavailable(operation, resource)
+}
+
+/// Formats `error` and each of its sources, joined with `: `.
+pub(super) fn error_chain(error: &(dyn Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(next) = source {
+        text.push_str(": ");
+        text.push_str(&next.to_string());
+        source = next.source();
+    }
+    text
 }

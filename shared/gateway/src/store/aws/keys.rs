@@ -41,11 +41,17 @@ pub(super) async fn put_model(client: &Client, table: &str, entry: &ModelEntry) 
     let item = encode_model(entry)?;
     let operation = format!("put model `{}`", entry.model_id);
 
-    client.put_item().table_name(table).set_item(Some(item)).send().await.map_err(unavailable(&operation, Resource::Table(table)))?;
+    client
+        .put_item()
+        .table_name(table)
+        .set_item(Some(item))
+        .send()
+        .await
+        .map_err(unavailable(&operation, Resource::Table(table)))?;
     Ok(())
 }
 
-/// Returns whether the table holds no model, reading at most one item per page.
+/// Returns whether the table contains no model, reading at most one item per page.
 pub(super) async fn is_empty(client: &Client, table: &str) -> Result<bool, StoreError> {
     let mut pages = client
         .scan()
@@ -69,8 +75,11 @@ pub(super) async fn is_empty(client: &Client, table: &str) -> Result<bool, Store
 
 fn encode_model(entry: &ModelEntry) -> Result<Item, StoreError> {
     let tools = entry.scope.patterns().iter().cloned().map(AttributeValue::S).collect();
-    let credentials =
-        entry.credentials.iter().map(|credential| encode_credential(&entry.model_id, credential)).collect::<Result<_, _>>()?;
+    let credentials = entry
+        .credentials
+        .iter()
+        .map(|credential| encode_credential(&entry.model_id, credential))
+        .collect::<Result<_, _>>()?;
 
     Ok(HashMap::from([
         (MODEL_ID.to_owned(), AttributeValue::S(entry.model_id.clone())),
@@ -91,7 +100,9 @@ fn encode_credential(model_id: &str, credential: &Credential) -> Result<Attribut
 
     if let Some(expires) = credential.expires {
         let text = expires.format(&Rfc3339).map_err(|error| {
-            StoreError::Unavailable(format!("expiry `{expires}` of key `{key_id}` of model `{model_id}` cannot be written as RFC 3339: {error}"))
+            StoreError::Unavailable(format!(
+                "expiry `{expires}` of key `{key_id}` of model `{model_id}` cannot be written as RFC 3339: {error}"
+            ))
         })?;
         map.insert(EXPIRES.to_owned(), AttributeValue::S(text));
     }
@@ -99,13 +110,13 @@ fn encode_credential(model_id: &str, credential: &Credential) -> Result<Attribut
 }
 
 fn decode_model(item: &Item) -> Result<ModelEntry, StoreError> {
-    let model_id = item
-        .get(MODEL_ID)
-        .and_then(|value| value.as_s().ok())
-        .ok_or_else(|| StoreError::Corrupt(format!("an item in the keys table has no string `{MODEL_ID}`; delete or repair it")))?;
+    let model_id = item.get(MODEL_ID).and_then(|value| value.as_s().ok()).ok_or_else(|| {
+        StoreError::Corrupt(format!("an item in the keys table has no string `{MODEL_ID}`; delete or repair it"))
+    })?;
     let corrupt = |problem: &str| corrupt_model(model_id, problem);
 
-    let patterns = string_list(item.get(TOOLS)).ok_or_else(|| corrupt(&format!("`{TOOLS}` is not a list of strings")))?;
+    let patterns =
+        string_list(item.get(TOOLS)).ok_or_else(|| corrupt(&format!("`{TOOLS}` is not a list of strings")))?;
     let scope = Scope::new(&patterns).map_err(|error| corrupt(&format!("invalid tool patterns: {error}")))?;
     let revoked = boolean(item.get(REVOKED)).ok_or_else(|| corrupt(&format!("`{REVOKED}` is not a boolean")))?;
     let credentials = item
@@ -124,18 +135,25 @@ fn decode_credential(model_id: &str, value: &AttributeValue) -> Result<Credentia
     let map = value.as_m().map_err(|_| corrupt(&format!("an entry of `{CREDENTIALS}` is not a map")))?;
     let key_id = map.get(KEY_ID).and_then(|value| value.as_s().ok()).map_or("?", String::as_str);
 
-    let bytes = map.get(HASH).and_then(|value| value.as_b().ok()).ok_or_else(|| corrupt(&format!("key `{key_id}` has no binary `{HASH}`")))?;
+    let bytes = map
+        .get(HASH)
+        .and_then(|value| value.as_b().ok())
+        .ok_or_else(|| corrupt(&format!("key `{key_id}` has no binary `{HASH}`")))?;
     let hash = KeyHash::try_from(bytes.as_ref())
         .map_err(|_| corrupt(&format!("hash of key `{key_id}` has {} bytes instead of 32", bytes.as_ref().len())))?;
-    let revoked = boolean(map.get(REVOKED)).ok_or_else(|| corrupt(&format!("`{REVOKED}` of key `{key_id}` is not a boolean")))?;
+    let revoked =
+        boolean(map.get(REVOKED)).ok_or_else(|| corrupt(&format!("`{REVOKED}` of key `{key_id}` is not a boolean")))?;
     let expires = map.get(EXPIRES).map(|value| parse_expiry(value, key_id, model_id)).transpose()?;
 
     Ok(Credential { hash, expires, revoked })
 }
 
 fn parse_expiry(value: &AttributeValue, key_id: &str, model_id: &str) -> Result<OffsetDateTime, StoreError> {
-    let text = value.as_s().map_err(|_| corrupt_model(model_id, &format!("expiry of key `{key_id}` is not a string")))?;
-    OffsetDateTime::parse(text, &Rfc3339).map_err(|error| corrupt_model(model_id, &format!("expiry `{text}` of key `{key_id}` is not RFC 3339: {error}")))
+    let text =
+        value.as_s().map_err(|_| corrupt_model(model_id, &format!("expiry of key `{key_id}` is not a string")))?;
+    OffsetDateTime::parse(text, &Rfc3339).map_err(|error| {
+        corrupt_model(model_id, &format!("expiry `{text}` of key `{key_id}` is not RFC 3339: {error}"))
+    })
 }
 
 fn string_list(value: Option<&AttributeValue>) -> Option<Vec<String>> {

@@ -15,11 +15,14 @@ use crate::store::{SessionSummary, StoreError};
 
 /// Number of UTC days searched for recent sessions: today and the days before it. A
 /// session whose last call is older is not listed.
-pub(super) const RECENT_DAYS: u16 = 7;
+pub const RECENT_DAYS: u16 = 7;
 
 /// Maximum number of index items read while looking for recent sessions. When the
 /// recent days hold more events than this, the sessions among the older ones are not listed.
-pub(super) const MAX_INDEX_ITEMS: usize = 10_000;
+pub const MAX_INDEX_ITEMS: usize = 10_000;
+
+/// Number of index items read per request. Smaller pages read less beyond the sessions needed.
+const INDEX_PAGE_SIZE: i32 = 1_000;
 
 /// Number of sessions counted at the same time, one query each.
 const CONCURRENT_SESSION_QUERIES: usize = 8;
@@ -31,7 +34,12 @@ const CONCURRENT_SESSION_QUERIES: usize = 8;
 /// session is then counted from all of its events, so the counts cover calls older than the
 /// days searched. The index is eventually consistent, so a call recorded a moment ago may
 /// be missing from the order but not from the counts of a listed session.
-pub(super) async fn recent_sessions(client: &Client, table: &str, limit: usize, today: Date) -> Result<Vec<SessionSummary>, StoreError> {
+pub(super) async fn recent_sessions(
+    client: &Client,
+    table: &str,
+    limit: usize,
+    today: Date,
+) -> Result<Vec<SessionSummary>, StoreError> {
     if limit == 0 {
         return Ok(Vec::new());
     }
@@ -44,13 +52,20 @@ pub(super) async fn recent_sessions(client: &Client, table: &str, limit: usize, 
         .await?;
 
     let mut summaries: Vec<SessionSummary> = summaries.into_iter().flatten().collect();
-    summaries.sort_by(|left, right| right.last_seen.cmp(&left.last_seen).then_with(|| left.session_id.cmp(&right.session_id)));
+    summaries.sort_by(|left, right| {
+        right.last_seen.cmp(&left.last_seen).then_with(|| left.session_id.cmp(&right.session_id))
+    });
     Ok(summaries)
 }
 
 /// Returns the ids of up to `limit` sessions in the order of their latest call, newest first,
 /// reading the index one day at a time from `today` back.
-async fn find_recent_sessions(client: &Client, table: &str, limit: usize, today: Date) -> Result<Vec<String>, StoreError> {
+async fn find_recent_sessions(
+    client: &Client,
+    table: &str,
+    limit: usize,
+    today: Date,
+) -> Result<Vec<String>, StoreError> {
     let mut found = RecentSessions { limit, ids: Vec::new(), seen: HashSet::new(), items_read: 0 };
     let mut day = today;
 
@@ -101,6 +116,7 @@ async fn read_day(client: &Client, table: &str, day: &str, found: &mut RecentSes
         .expression_attribute_values(":day", AttributeValue::S(day.to_owned()))
         .scan_index_forward(false)
         .into_paginator()
+        .page_size(INDEX_PAGE_SIZE)
         .items()
         .send();
 
@@ -116,7 +132,11 @@ async fn read_day(client: &Client, table: &str, day: &str, found: &mut RecentSes
 
 /// Counts the calls of one session from its partition. Returns `None` when the session has
 /// no events any more, because they expired after the index listed them.
-async fn summarize_session(client: &Client, table: &str, session_id: String) -> Result<Option<SessionSummary>, StoreError> {
+async fn summarize_session(
+    client: &Client,
+    table: &str,
+    session_id: String,
+) -> Result<Option<SessionSummary>, StoreError> {
     let operation = format!("count the calls of session `{session_id}`");
     let items = client
         .query()
@@ -156,8 +176,13 @@ struct Call {
 
 impl Call {
     fn decode(session_id: &str, item: &HashMap<String, AttributeValue>) -> Result<Self, StoreError> {
-        let corrupt = |what: &str| StoreError::Corrupt(format!("an event of session `{session_id}` has no valid `{what}`"));
-        let time_ns = item.get(TIME_NS).and_then(|value| value.as_n().ok()).and_then(|text| text.parse().ok()).ok_or_else(|| corrupt(TIME_NS))?;
+        let corrupt =
+            |what: &str| StoreError::Corrupt(format!("an event of session `{session_id}` has no valid `{what}`"));
+        let time_ns = item
+            .get(TIME_NS)
+            .and_then(|value| value.as_n().ok())
+            .and_then(|text| text.parse().ok())
+            .ok_or_else(|| corrupt(TIME_NS))?;
         let decision = item.get(DECISION).and_then(|value| value.as_s().ok()).ok_or_else(|| corrupt(DECISION))?;
         let model_id = item.get(MODEL_ID).and_then(|value| value.as_s().ok()).ok_or_else(|| corrupt(MODEL_ID))?;
 
@@ -190,12 +215,20 @@ impl Tally {
 
     fn into_summary(self, session_id: String) -> Result<SessionSummary, StoreError> {
         let instant = |nanos: i64| {
-            OffsetDateTime::from_unix_timestamp_nanos(i128::from(nanos))
-                .map_err(|_| StoreError::Corrupt(format!("session `{session_id}` has an event at an invalid time {nanos} ns")))
+            OffsetDateTime::from_unix_timestamp_nanos(i128::from(nanos)).map_err(|_| {
+                StoreError::Corrupt(format!("session `{session_id}` has an event at an invalid time {nanos} ns"))
+            })
         };
         let first_seen = instant(self.first.time_ns)?;
         let last_seen = instant(self.last_seen_ns)?;
 
-        Ok(SessionSummary { model_id: self.first.model_id, first_seen, last_seen, calls: self.calls, denied: self.denied, session_id })
+        Ok(SessionSummary {
+            model_id: self.first.model_id,
+            first_seen,
+            last_seen,
+            calls: self.calls,
+            denied: self.denied,
+            session_id,
+        })
     }
 }

@@ -18,7 +18,9 @@ impl AuditLog {
     /// A log whose last line lacks its newline (a write cut off by a crash, never
     /// acknowledged to a caller) gets one, so the next line starts on a line of its own.
     pub(super) fn open(path: &Path) -> Result<Self, StoreError> {
-        let failed = |error: io::Error| StoreError::Unavailable(format!("failed to open audit log `{}`: {error}", path.display()));
+        let failed = |error: io::Error| {
+            StoreError::Unavailable(format!("failed to open audit log `{}`: {error}", path.display()))
+        };
         let mut file = open_options().open(path).map_err(failed)?;
 
         terminate_last_line(&mut file).map_err(failed)?;

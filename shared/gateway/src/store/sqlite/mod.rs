@@ -119,7 +119,8 @@ fn sync_dir(dir: &Path) -> Result<(), StoreError> {
     }
 
     let synced = File::open(dir).and_then(|handle| handle.sync_all());
-    synced.map_err(|error| StoreError::Unavailable(format!("failed to sync data directory `{}`: {error}", dir.display())))
+    synced
+        .map_err(|error| StoreError::Unavailable(format!("failed to sync data directory `{}`: {error}", dir.display())))
 }
 
 /// Wraps a SQLite error in a [`StoreError`] with `context` in front. A stored value of
@@ -156,7 +157,13 @@ impl PolicyStore for SqliteStore {
         self.readers.read(reader::current_version).await
     }
 
-    async fn save(&self, yaml: &str, base_version: Option<&str>, author: &str, comment: Option<&str>) -> Result<PolicyVersion, StoreError> {
+    async fn save(
+        &self,
+        yaml: &str,
+        base_version: Option<&str>,
+        author: &str,
+        comment: Option<&str>,
+    ) -> Result<PolicyVersion, StoreError> {
         let request = SaveRequest {
             yaml: yaml.to_owned(),
             base_version: base_version.map(str::to_owned),

@@ -84,9 +84,12 @@ fn query_models(connection: &Connection) -> rusqlite::Result<Vec<ModelRows>> {
         let credential = credential_row(row)?;
         match models.last_mut() {
             Some(model) if model.model_id == model_id => model.credentials.extend(credential),
-            _ => {
-                models.push(ModelRows { model_id, tools: row.get(1)?, revoked: row.get(2)?, credentials: credential.into_iter().collect() })
-            }
+            _ => models.push(ModelRows {
+                model_id,
+                tools: row.get(1)?,
+                revoked: row.get(2)?,
+                credentials: credential.into_iter().collect(),
+            }),
         }
     }
     Ok(models)
@@ -102,13 +105,18 @@ fn credential_row(row: &Row<'_>) -> rusqlite::Result<Option<CredentialRow>> {
 
 /// Returns whether no model is stored.
 pub(super) fn has_no_models(connection: &Connection) -> Result<bool, StoreError> {
-    connection.query_row("SELECT NOT EXISTS (SELECT 1 FROM models)", [], |row| row.get(0)).map_err(sqlite_error("failed to count models"))
+    connection
+        .query_row("SELECT NOT EXISTS (SELECT 1 FROM models)", [], |row| row.get(0))
+        .map_err(sqlite_error("failed to count models"))
 }
 
 /// Returns the newest policy version, if any.
 pub(super) fn current_version(connection: &Connection) -> Result<Option<PolicyVersion>, StoreError> {
     let sql = "SELECT version, saved_at, author, comment, yaml FROM policy_versions ORDER BY seq DESC LIMIT 1";
-    let row = connection.query_row(sql, [], version_row).optional().map_err(sqlite_error("failed to read the current policy version"))?;
+    let row = connection
+        .query_row(sql, [], version_row)
+        .optional()
+        .map_err(sqlite_error("failed to read the current policy version"))?;
     row.map(VersionRow::decode).transpose()
 }
 
@@ -119,8 +127,8 @@ pub(super) fn list_versions(connection: &Connection) -> Result<Vec<PolicyVersion
 }
 
 fn query_versions(connection: &Connection) -> rusqlite::Result<Vec<VersionRow>> {
-    let mut statement =
-        connection.prepare_cached("SELECT version, saved_at, author, comment, '' FROM policy_versions ORDER BY seq DESC")?;
+    let mut statement = connection
+        .prepare_cached("SELECT version, saved_at, author, comment, '' FROM policy_versions ORDER BY seq DESC")?;
     statement.query_map([], version_row)?.collect()
 }
 
@@ -140,17 +148,25 @@ pub(super) fn find_version(connection: &Connection, version: &str) -> Result<Pol
 }
 
 fn version_row(row: &Row<'_>) -> rusqlite::Result<VersionRow> {
-    Ok(VersionRow { version: row.get(0)?, saved_at: row.get(1)?, author: row.get(2)?, comment: row.get(3)?, yaml: row.get(4)? })
+    Ok(VersionRow {
+        version: row.get(0)?,
+        saved_at: row.get(1)?,
+        author: row.get(2)?,
+        comment: row.get(3)?,
+        yaml: row.get(4)?,
+    })
 }
 
 /// Returns the events of a session in the order they were recorded.
 pub(super) fn session_trace(connection: &Connection, session_id: &str) -> Result<Vec<AuditEvent>, StoreError> {
-    let rows = query_trace(connection, session_id).map_err(sqlite_error(format!("failed to read the trace of session `{session_id}`")))?;
+    let rows = query_trace(connection, session_id)
+        .map_err(sqlite_error(format!("failed to read the trace of session `{session_id}`")))?;
     rows.iter().map(|(event_id, json)| decode_event(event_id, json)).collect()
 }
 
 fn query_trace(connection: &Connection, session_id: &str) -> rusqlite::Result<Vec<(String, String)>> {
-    let mut statement = connection.prepare_cached("SELECT event_id, event FROM audit_events WHERE session_id = ?1 ORDER BY seq")?;
+    let mut statement =
+        connection.prepare_cached("SELECT event_id, event FROM audit_events WHERE session_id = ?1 ORDER BY seq")?;
     statement.query_map([session_id], |row| Ok((row.get(0)?, row.get(1)?)))?.collect()
 }
 

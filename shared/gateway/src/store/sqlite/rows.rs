@@ -33,8 +33,9 @@ impl EventRow {
                 event.time
             ))
         })?;
-        let json = serde_json::to_string(event)
-            .map_err(|error| StoreError::Unavailable(format!("failed to encode audit event `{}` as JSON: {error}", event.event_id)))?;
+        let json = serde_json::to_string(event).map_err(|error| {
+            StoreError::Unavailable(format!("failed to encode audit event `{}` as JSON: {error}", event.event_id))
+        })?;
 
         Ok(Self {
             event_id: event.event_id.clone(),
@@ -60,7 +61,8 @@ fn decision_name(decision: Outcome) -> &'static str {
 
 /// Decodes the stored JSON of an audit event.
 pub(super) fn decode_event(event_id: &str, json: &str) -> Result<AuditEvent, StoreError> {
-    serde_json::from_str(json).map_err(|error| StoreError::Corrupt(format!("audit event `{event_id}` is not a valid event: {error}")))
+    serde_json::from_str(json)
+        .map_err(|error| StoreError::Corrupt(format!("audit event `{event_id}` is not a valid event: {error}")))
 }
 
 /// A model with its credentials, as stored in `models` and `credentials`.
@@ -86,10 +88,14 @@ impl ModelRows {
     /// Encodes `entry`, keeping only key hashes.
     pub(super) fn encode(entry: &ModelEntry) -> Result<Self, StoreError> {
         let model_id = &entry.model_id;
-        let tools = serde_json::to_string(entry.scope.patterns())
-            .map_err(|error| StoreError::Unavailable(format!("failed to encode the tool patterns of model `{model_id}`: {error}")))?;
-        let credentials =
-            entry.credentials.iter().map(|credential| CredentialRow::encode(model_id, credential)).collect::<Result<_, _>>()?;
+        let tools = serde_json::to_string(entry.scope.patterns()).map_err(|error| {
+            StoreError::Unavailable(format!("failed to encode the tool patterns of model `{model_id}`: {error}"))
+        })?;
+        let credentials = entry
+            .credentials
+            .iter()
+            .map(|credential| CredentialRow::encode(model_id, credential))
+            .collect::<Result<_, _>>()?;
 
         Ok(Self { model_id: model_id.clone(), tools, revoked: entry.revoked, credentials })
     }
@@ -97,9 +103,11 @@ impl ModelRows {
     /// Rebuilds the model entry, compiling its scope again.
     pub(super) fn decode(self) -> Result<ModelEntry, StoreError> {
         let model_id = self.model_id;
-        let patterns: Vec<String> = serde_json::from_str(&self.tools)
-            .map_err(|error| corrupt_model(&model_id, &format!("tool patterns are not a JSON list of strings: {error}")))?;
-        let scope = Scope::new(&patterns).map_err(|error| corrupt_model(&model_id, &format!("invalid tool patterns: {error}")))?;
+        let patterns: Vec<String> = serde_json::from_str(&self.tools).map_err(|error| {
+            corrupt_model(&model_id, &format!("tool patterns are not a JSON list of strings: {error}"))
+        })?;
+        let scope = Scope::new(&patterns)
+            .map_err(|error| corrupt_model(&model_id, &format!("invalid tool patterns: {error}")))?;
         let credentials = self.credentials.into_iter().map(|row| row.decode(&model_id)).collect::<Result<_, _>>()?;
 
         Ok(ModelEntry { model_id, credentials, scope, revoked: self.revoked })
@@ -119,9 +127,13 @@ impl CredentialRow {
 
     fn decode(self, model_id: &str) -> Result<Credential, StoreError> {
         let key_id = &self.key_id;
-        let hash = KeyHash::try_from(self.hash.as_slice())
-            .map_err(|_| corrupt_model(model_id, &format!("hash of key `{key_id}` has {} bytes instead of 32", self.hash.len())))?;
-        let expires = self.expires.map(|text| parse_time(&text, &format!("expiry of key `{key_id}` of model `{model_id}`"))).transpose()?;
+        let hash = KeyHash::try_from(self.hash.as_slice()).map_err(|_| {
+            corrupt_model(model_id, &format!("hash of key `{key_id}` has {} bytes instead of 32", self.hash.len()))
+        })?;
+        let expires = self
+            .expires
+            .map(|text| parse_time(&text, &format!("expiry of key `{key_id}` of model `{model_id}`")))
+            .transpose()?;
 
         Ok(Credential { hash, expires, revoked: self.revoked })
     }
@@ -152,7 +164,13 @@ impl VersionRow {
     /// Parses the save time back.
     pub(super) fn decode(self) -> Result<PolicyVersion, StoreError> {
         let saved_at = parse_time(&self.saved_at, &format!("save time of policy version `{}`", self.version))?;
-        Ok(PolicyVersion { version: self.version, saved_at, author: self.author, comment: self.comment, yaml: self.yaml })
+        Ok(PolicyVersion {
+            version: self.version,
+            saved_at,
+            author: self.author,
+            comment: self.comment,
+            yaml: self.yaml,
+        })
     }
 }
 
@@ -184,9 +202,11 @@ impl SessionRow {
 
 /// Formats `time` as RFC 3339. The error names the value as `what`.
 pub(super) fn format_time(time: OffsetDateTime, what: &str) -> Result<String, StoreError> {
-    time.format(&Rfc3339).map_err(|error| StoreError::Unavailable(format!("{what} `{time}` cannot be written as RFC 3339: {error}")))
+    time.format(&Rfc3339)
+        .map_err(|error| StoreError::Unavailable(format!("{what} `{time}` cannot be written as RFC 3339: {error}")))
 }
 
 fn parse_time(text: &str, what: &str) -> Result<OffsetDateTime, StoreError> {
-    OffsetDateTime::parse(text, &Rfc3339).map_err(|error| StoreError::Corrupt(format!("{what} `{text}` is not RFC 3339: {error}")))
+    OffsetDateTime::parse(text, &Rfc3339)
+        .map_err(|error| StoreError::Corrupt(format!("{what} `{text}` is not RFC 3339: {error}")))
 }

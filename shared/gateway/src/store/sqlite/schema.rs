@@ -73,7 +73,8 @@ CREATE INDEX sessions_by_last_seen ON sessions (last_seen_ns DESC, session_id);
 /// Opens the connection that performs every write, and migrates the schema.
 pub(super) fn open_writer(path: &Path) -> Result<Connection, StoreError> {
     let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-    let mut connection = Connection::open_with_flags(path, flags).map_err(sqlite_error(format!("failed to open `{}`", path.display())))?;
+    let mut connection = Connection::open_with_flags(path, flags)
+        .map_err(sqlite_error(format!("failed to open `{}`", path.display())))?;
 
     configure_writer(&connection, path)?;
     migrate(&mut connection, path)?;
@@ -83,11 +84,13 @@ pub(super) fn open_writer(path: &Path) -> Result<Connection, StoreError> {
 /// Opens a read-only connection.
 pub(super) fn open_reader(path: &Path) -> Result<Connection, StoreError> {
     let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-    let connection =
-        Connection::open_with_flags(path, flags).map_err(sqlite_error(format!("failed to open `{}` for reading", path.display())))?;
+    let connection = Connection::open_with_flags(path, flags)
+        .map_err(sqlite_error(format!("failed to open `{}` for reading", path.display())))?;
 
     connection.busy_timeout(BUSY_TIMEOUT).map_err(sqlite_error("failed to set the busy timeout"))?;
-    connection.pragma_update(None, "query_only", true).map_err(sqlite_error("failed to make a reader connection read-only"))?;
+    connection
+        .pragma_update(None, "query_only", true)
+        .map_err(sqlite_error("failed to make a reader connection read-only"))?;
     Ok(connection)
 }
 
@@ -97,7 +100,8 @@ fn configure_writer(connection: &Connection, path: &Path) -> Result<(), StoreErr
     let failed = || sqlite_error(format!("failed to configure `{}`", path.display()));
     connection.busy_timeout(BUSY_TIMEOUT).map_err(failed())?;
 
-    let mode: String = connection.pragma_update_and_check(None, "journal_mode", "wal", |row| row.get(0)).map_err(failed())?;
+    let mode: String =
+        connection.pragma_update_and_check(None, "journal_mode", "wal", |row| row.get(0)).map_err(failed())?;
     if !mode.eq_ignore_ascii_case("wal") {
         return Err(StoreError::Unavailable(format!(
             "journal mode of `{}` stayed `{mode}` instead of `wal`; keep the data directory on a local file system",
@@ -114,7 +118,9 @@ fn migrate(connection: &mut Connection, path: &Path) -> Result<(), StoreError> {
     let failed = |step: &str| sqlite_error(format!("failed to {step} the schema of `{}`", path.display()));
     let transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate).map_err(failed("lock"))?;
 
-    let current: i64 = transaction.pragma_query_value(None, "user_version", |row| row.get(0)).map_err(failed("read the version of"))?;
+    let current: i64 = transaction
+        .pragma_query_value(None, "user_version", |row| row.get(0))
+        .map_err(failed("read the version of"))?;
     check_version(path, current)?;
 
     for &(version, migration) in MIGRATIONS.iter().filter(|(version, _)| *version > current) {

@@ -73,7 +73,9 @@ impl WriterHandle {
 
         match tokio::task::spawn_blocking(move || thread.join()).await {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(_)) => Err(StoreError::Unavailable("the SQLite writer thread panicked while it finished its queue".to_owned())),
+            Ok(Err(_)) => {
+                Err(StoreError::Unavailable("the SQLite writer thread panicked while it finished its queue".to_owned()))
+            }
             Err(error) => Err(StoreError::Unavailable(format!("failed to wait for the SQLite writer thread: {error}"))),
         }
     }
@@ -208,7 +210,14 @@ fn insert_events(transaction: &Transaction<'_>, rows: &[EventRow]) -> rusqlite::
     let mut lines = Vec::with_capacity(rows.iter().map(|row| row.json.len() + 1).sum());
 
     for row in rows {
-        let inserted = insert_event.execute(params![row.event_id, row.session_id, row.model_id, row.time_ns, row.decision, row.json])?;
+        let inserted = insert_event.execute(params![
+            row.event_id,
+            row.session_id,
+            row.model_id,
+            row.time_ns,
+            row.decision,
+            row.json
+        ])?;
         if inserted == 0 {
             let updated = update_event.execute(params![row.event_id, row.decision, row.json])?;
             if updated > 0 {
@@ -243,7 +252,14 @@ fn replace_model(connection: &mut Connection, rows: &ModelRows) -> rusqlite::Res
         let mut insert = transaction
             .prepare("INSERT INTO credentials (model_id, position, key_hash, key_id, expires, revoked) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")?;
         for (position, credential) in (0_i64..).zip(&rows.credentials) {
-            insert.execute(params![rows.model_id, position, credential.hash, credential.key_id, credential.expires, credential.revoked])?;
+            insert.execute(params![
+                rows.model_id,
+                position,
+                credential.hash,
+                credential.key_id,
+                credential.expires,
+                credential.revoked
+            ])?;
         }
     }
     transaction.commit()
@@ -252,8 +268,9 @@ fn replace_model(connection: &mut Connection, rows: &ModelRows) -> rusqlite::Res
 /// Saves a policy version if the newest is still the base version, with the check and the
 /// insert in one `IMMEDIATE` transaction, so that no other connection can write in between.
 fn save_policy(connection: &mut Connection, request: &SaveRequest) -> Result<PolicyVersion, StoreError> {
-    let transaction =
-        connection.transaction_with_behavior(TransactionBehavior::Immediate).map_err(sqlite_error("failed to begin saving the policy"))?;
+    let transaction = connection
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(sqlite_error("failed to begin saving the policy"))?;
     let newest = newest_version(&transaction).map_err(sqlite_error("failed to read the current policy version"))?;
     check_base(newest.as_ref().map(|(_, version)| version.as_str()), request.base_version.as_deref())?;
 
@@ -273,7 +290,9 @@ fn save_policy(connection: &mut Connection, request: &SaveRequest) -> Result<Pol
 
 fn newest_version(transaction: &Transaction<'_>) -> rusqlite::Result<Option<(i64, String)>> {
     transaction
-        .query_row("SELECT seq, version FROM policy_versions ORDER BY seq DESC LIMIT 1", [], |row| Ok((row.get(0)?, row.get(1)?)))
+        .query_row("SELECT seq, version FROM policy_versions ORDER BY seq DESC LIMIT 1", [], |row| {
+            Ok((row.get(0)?, row.get(1)?))
+        })
         .optional()
 }
 
@@ -285,9 +304,9 @@ fn check_base(current: Option<&str>, base: Option<&str>) -> Result<(), StoreErro
         (Some(current), Some(base)) => Err(StoreError::Conflict(format!(
             "base version `{base}` is no longer the current policy version `{current}`; reload the policy and apply the change again"
         ))),
-        (Some(current), None) => {
-            Err(StoreError::Conflict(format!("the policy already has version `{current}`; pass it as the base version")))
-        }
+        (Some(current), None) => Err(StoreError::Conflict(format!(
+            "the policy already has version `{current}`; pass it as the base version"
+        ))),
         (None, Some(base)) => Err(StoreError::Conflict(format!(
             "base version `{base}` does not exist because no policy version was saved yet; save without a base version"
         ))),

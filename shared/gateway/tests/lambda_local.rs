@@ -1,0 +1,409 @@
+//! The real `toolcall` and `stream` binaries on cargo-lambda's local Lambda emulator
+//! (`cargo lambda watch`), with the AWS stores in moto's emulator and the demo MCP server as
+//! the upstream. Every server listens on 127.0.0.1, and the functions get static credentials
+//! and a loopback endpoint, so nothing reaches AWS.
+//!
+//! Needs `infra/.venv/bin/cargo-lambda` and `infra/.venv/bin/moto_server`, which
+//! `bash infra/install-test-deps.sh` installs. The emulator builds each function with
+//! `cargo run` on its first invocation. After `cargo build -p mcpsec`, which `infra/test.sh`
+//! runs first, that compiles the function's own crate only. On a cold target directory it
+//! compiles every dependency, which takes minutes.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "tests fail by panicking"
+)]
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_sdk_dynamodb::config::{Credentials, SharedCredentialsProvider};
+use aws_sdk_dynamodbstreams::types::{AttributeValue as StreamValue, Record, ShardIteratorType};
+use mcpsec_gateway::config::{EXAMPLE_KEYS, EXAMPLE_POLICY};
+use mcpsec_gateway::store::aws::setup::aws_init;
+use mcpsec_gateway::store::aws::{AwsNames, AwsStores};
+use mcpsec_gateway::store::{KeyStore, PolicyStore};
+use mcpsec_policy::KeySet;
+use serde_json::{Value, json};
+
+const WORKSPACE_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+const VENV_BIN: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../infra/.venv/bin");
+const SESSION_SECRET: &str = "lambda-local-test-secret-0123456789abcdef";
+
+/// How long a server may take to start listening.
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long one invocation may take, including the emulator's `cargo run` of the function.
+const INVOKE_TIMEOUT: Duration = Duration::from_secs(900);
+
+fn fixture(name: &str) -> String {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name);
+    std::fs::read_to_string(&path).unwrap_or_else(|error| panic!("cannot read {}: {error}", path.display()))
+}
+
+fn log_path(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR")).join(name)
+}
+
+fn tool(name: &str) -> PathBuf {
+    let path = Path::new(VENV_BIN).join(name);
+    assert!(path.is_file(), "`{}` not found; install it with `bash infra/install-test-deps.sh`", path.display());
+    path
+}
+
+/// A process run under a shell that sends it SIGTERM when the shell's standard input closes,
+/// which happens when this value is dropped, on success or on a failed assertion.
+struct Guarded {
+    stdin: Option<ChildStdin>,
+    shell: Child,
+    log: PathBuf,
+}
+
+/// Starts the program and its arguments in the background, waits for standard input to close,
+/// then stops the program and waits for it to exit.
+const GUARD_SCRIPT: &str = r#""$@" & child=$!; read -r _; kill -TERM "$child"; wait "$child""#;
+
+impl Guarded {
+    fn spawn(command: Command, log_name: &str) -> Self {
+        let program = command.get_program().to_owned();
+        let arguments: Vec<_> = command.get_args().map(ToOwned::to_owned).collect();
+        let log = log_path(log_name);
+        let output = File::create(&log).unwrap();
+
+        let mut shell = Command::new("sh");
+        shell.arg("-c").arg(GUARD_SCRIPT).arg("guard").arg(&program).args(&arguments);
+        for (name, value) in command.get_envs() {
+            match value {
+                Some(value) => shell.env(name, value),
+                None => shell.env_remove(name),
+            };
+        }
+        if let Some(dir) = command.get_current_dir() {
+            shell.current_dir(dir);
+        }
+        let mut shell = shell
+            .stdin(Stdio::piped())
+            .stdout(output.try_clone().unwrap())
+            .stderr(output)
+            .spawn()
+            .unwrap_or_else(|error| panic!("failed to start {}: {error}", program.display()));
+        Self { stdin: shell.stdin.take(), shell, log }
+    }
+
+    fn log_text(&self) -> String {
+        let mut text = String::new();
+        let _ = File::open(&self.log).and_then(|mut file| file.read_to_string(&mut text));
+        text
+    }
+
+    /// Returns the last 40 lines of the log, for failure messages.
+    fn log_tail(&self) -> String {
+        let text = self.log_text();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+}
+
+impl Drop for Guarded {
+    fn drop(&mut self) {
+        drop(self.stdin.take());
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if !matches!(self.shell.try_wait(), Ok(None)) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        eprintln!("{} did not stop within 30 s; see {}", self.shell.id(), self.log.display());
+    }
+}
+
+/// moto's emulator on a free loopback port.
+struct Moto {
+    endpoint: String,
+    _process: Guarded,
+}
+
+fn start_moto() -> Moto {
+    let mut command = Command::new(tool("moto_server"));
+    command.args(["-H", "127.0.0.1", "-p", "0"]);
+    let process = Guarded::spawn(command, "lambda_local-moto.log");
+
+    let deadline = Instant::now() + START_TIMEOUT;
+    loop {
+        let text = process.log_text();
+        if let Some(rest) = text.split("Running on http://127.0.0.1:").nth(1) {
+            let port: u16 = rest.split_whitespace().next().unwrap_or_default().parse().unwrap();
+            return Moto { endpoint: format!("http://127.0.0.1:{port}"), _process: process };
+        }
+        assert!(
+            Instant::now() < deadline,
+            "moto_server did not start within {START_TIMEOUT:?}:\n{}",
+            process.log_tail()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// SDK configuration for the emulator: static credentials, a fixed region, the loopback endpoint.
+fn sdk_config(endpoint: &str) -> SdkConfig {
+    let credentials = Credentials::new("test", "test", None, None, "lambda-local-test");
+    SdkConfig::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .credentials_provider(SharedCredentialsProvider::new(credentials))
+        .endpoint_url(endpoint)
+        .build()
+}
+
+/// Creates the tables and the bucket and imports the example keys and policy.
+async fn prepare_stores(sdk: &SdkConfig) -> AwsNames {
+    let names = AwsNames::new("lambda-local-keys", "lambda-local-sessions", "lambda-local-policy");
+    aws_init(sdk, &names).await.unwrap();
+
+    let stores = AwsStores::new(sdk, names.clone());
+    for entry in KeySet::from_yaml("example keys", EXAMPLE_KEYS).unwrap().entries() {
+        stores.put_model(entry).await.unwrap();
+    }
+    stores.save(EXAMPLE_POLICY, None, "test", None).await.unwrap();
+    names
+}
+
+async fn start_demo_upstream() -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(mcpsec_gateway::demo::serve(listener));
+    format!("http://{address}{}", mcpsec_gateway::demo::MCP_PATH)
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// `cargo lambda watch` on a loopback port, serving every binary of the workspace.
+struct Watch {
+    port: u16,
+    process: Guarded,
+    http: reqwest::Client,
+}
+
+impl Watch {
+    fn start(moto: &Moto, names: &AwsNames, upstream: &str) -> Self {
+        let port = free_port();
+        let path = format!("{VENV_BIN}:{}", std::env::var("PATH").unwrap_or_default());
+        let mut command = Command::new(tool("cargo-lambda"));
+        command
+            .args(["lambda", "watch", "--invoke-address", "127.0.0.1", "--invoke-port", &port.to_string()])
+            .args(["--ignore-changes", "--jobs", "2", "--color", "never"])
+            .current_dir(WORKSPACE_DIR)
+            .env("PATH", path);
+        for name in [
+            "AWS_PROFILE",
+            "AWS_SESSION_TOKEN",
+            "AWS_ROLE_ARN",
+            "AWS_WEB_IDENTITY_TOKEN_FILE",
+            "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+        ] {
+            command.env_remove(name);
+        }
+        // An empty AWS config and credentials file, so no profile on this machine applies.
+        let empty_file = log_path("lambda_local-empty-aws-config");
+        std::fs::write(&empty_file, "").unwrap();
+        command
+            .env("AWS_ACCESS_KEY_ID", "test")
+            .env("AWS_SECRET_ACCESS_KEY", "test")
+            .env("AWS_REGION", "us-east-1")
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env("AWS_CONFIG_FILE", &empty_file)
+            .env("AWS_SHARED_CREDENTIALS_FILE", &empty_file)
+            .env("AWS_ENDPOINT_URL", &moto.endpoint)
+            .env("KEYS_TABLE", &names.keys_table)
+            .env("SESSIONS_TABLE", &names.sessions_table)
+            .env("POLICY_BUCKET", &names.policy_bucket)
+            .env("SESSION_SECRET", SESSION_SECRET)
+            .env("TOOL_SERVER_URL", upstream)
+            // The other setting of lambda_http's stage handling. tests/lambda_events.rs runs
+            // the default.
+            .env("AWS_LAMBDA_HTTP_IGNORE_STAGE_IN_PATH", "true");
+        let process = Guarded::spawn(command, "lambda_local-watch.log");
+
+        let deadline = Instant::now() + START_TIMEOUT;
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "cargo lambda watch did not listen within {START_TIMEOUT:?}:\n{}",
+                process.log_tail()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let http = reqwest::Client::builder().no_proxy().timeout(INVOKE_TIMEOUT).build().unwrap();
+        Self { port, process, http }
+    }
+
+    /// Invokes `function` with `event`, as Lambda's `Invoke` API does, and returns its result.
+    async fn invoke(&self, function: &str, event: &str) -> Value {
+        let url = format!("http://127.0.0.1:{}/2015-03-31/functions/{function}/invocations", self.port);
+        let response = self.http.post(url).body(event.to_owned()).send().await.unwrap();
+        let status = response.status();
+        let text = response.text().await.unwrap();
+        assert!(status.is_success(), "invoking {function} returned {status}: {text}\n{}", self.process.log_tail());
+        serde_json::from_str(&text).unwrap_or_else(|error| panic!("{function} returned no JSON ({error}): {text}"))
+    }
+
+    /// Invokes `toolcall` with an API Gateway event fixture and returns the HTTP status and
+    /// the JSON body of its response.
+    async fn call(&self, fixture_name: &str) -> (u64, Value) {
+        let response = self.invoke("toolcall", &fixture(fixture_name)).await;
+        let status =
+            response["statusCode"].as_u64().unwrap_or_else(|| panic!("{fixture_name}: no statusCode in {response}"));
+        let body = response["body"].as_str().unwrap_or_else(|| panic!("{fixture_name}: no text body in {response}"));
+        (status, serde_json::from_str(body).unwrap())
+    }
+}
+
+/// Returns every record of the sessions table's stream, oldest first.
+async fn stream_records(sdk: &SdkConfig, table: &str) -> (String, Vec<Record>) {
+    let dynamodb = aws_sdk_dynamodb::Client::new(sdk);
+    let description = dynamodb.describe_table().table_name(table).send().await.unwrap().table.unwrap();
+    let stream_arn = description.latest_stream_arn().unwrap().to_owned();
+
+    let streams = aws_sdk_dynamodbstreams::Client::new(sdk);
+    let stream = streams.describe_stream().stream_arn(&stream_arn).send().await.unwrap().stream_description.unwrap();
+    let mut records = Vec::new();
+    for shard in stream.shards() {
+        let iterator = streams
+            .get_shard_iterator()
+            .stream_arn(&stream_arn)
+            .shard_id(shard.shard_id().unwrap())
+            .shard_iterator_type(ShardIteratorType::TrimHorizon)
+            .send()
+            .await
+            .unwrap();
+        let mut iterator = iterator.shard_iterator;
+        while let Some(current) = iterator {
+            let output = streams.get_records().shard_iterator(current).send().await.unwrap();
+            if output.records().is_empty() {
+                break;
+            }
+            records.extend(output.records().iter().cloned());
+            iterator = output.next_shard_iterator;
+        }
+    }
+    (stream_arn, records)
+}
+
+/// Builds the Lambda event for stream records, in the shape Lambda delivers them.
+fn stream_event(stream_arn: &str, records: &[Record]) -> Value {
+    let records: Vec<Value> = records
+        .iter()
+        .map(|record| {
+            let change = record.dynamodb().unwrap();
+            json!({
+                "eventID": record.event_id(),
+                "eventName": record.event_name().unwrap().as_str(),
+                "eventVersion": "1.1",
+                "eventSource": "aws:dynamodb",
+                "awsRegion": "us-east-1",
+                "dynamodb": {
+                    "ApproximateCreationDateTime": change.approximate_creation_date_time().map_or(0, |time| time.secs()),
+                    "Keys": image_json(change.keys()),
+                    "NewImage": image_json(change.new_image()),
+                    "SequenceNumber": change.sequence_number(),
+                    "SizeBytes": change.size_bytes(),
+                    "StreamViewType": change.stream_view_type().unwrap().as_str(),
+                },
+                "eventSourceARN": stream_arn,
+            })
+        })
+        .collect();
+    json!({ "Records": records })
+}
+
+fn image_json(image: Option<&HashMap<String, StreamValue>>) -> Value {
+    image
+        .into_iter()
+        .flatten()
+        .map(|(name, value)| (name.clone(), attribute_json(value)))
+        .collect::<serde_json::Map<_, _>>()
+        .into()
+}
+
+fn attribute_json(value: &StreamValue) -> Value {
+    match value {
+        StreamValue::S(text) => json!({ "S": text }),
+        StreamValue::N(number) => json!({ "N": number }),
+        StreamValue::Bool(flag) => json!({ "BOOL": flag }),
+        StreamValue::Null(flag) => json!({ "NULL": flag }),
+        StreamValue::L(items) => json!({ "L": items.iter().map(attribute_json).collect::<Vec<_>>() }),
+        StreamValue::M(map) => json!({ "M": image_json(Some(map)) }),
+        other => panic!("the sessions table holds no attribute like {other:?}"),
+    }
+}
+
+fn partition_key(record: &Record) -> Option<&str> {
+    let keys = record.dynamodb()?.keys()?;
+    keys.get("pk")?.as_s().ok().map(String::as_str)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn functions_answer_events_under_cargo_lambda_watch() {
+    let moto = start_moto();
+    let sdk = sdk_config(&moto.endpoint);
+    let names = prepare_stores(&sdk).await;
+    let upstream = start_demo_upstream().await;
+    let watch = Watch::start(&moto, &names, &upstream);
+
+    let (status, body) = watch.call("apigw_v2_default_stage_toolcall.json").await;
+    assert_eq!(status, 200, "HTTP API, $default stage: {body}");
+    assert_eq!(body["result"]["structuredContent"]["query"], "tool calls", "{body}");
+
+    let (status, body) = watch.call("apigw_v2_prod_stage_toolcall_base64.json").await;
+    assert_eq!(status, 200, "HTTP API, stage prod, base64 body: {body}");
+    assert_eq!(body["result"]["structuredContent"]["query"], "calendar tool", "{body}");
+
+    let (status, body) = watch.call("apigw_v1_prod_stage_toolcall.json").await;
+    assert_eq!(status, 200, "REST API, stage prod: {body}");
+    assert_eq!(body["result"]["structuredContent"]["query"], "json-rpc", "{body}");
+
+    let (status, body) = watch.call("apigw_v1_prod_stage_toolcall_wrong_key.json").await;
+    assert_eq!(status, 401, "REST API, wrong key: {body}");
+    assert_eq!(body["status"], "unauthorized", "{body}");
+
+    let (status, body) = watch.call("apigw_v2_prod_stage_mcp_initialize.json").await;
+    assert_eq!(status, 200, "MCP initialize: {body}");
+    assert_eq!(body["result"]["serverInfo"]["name"], "mcpsec-gateway", "{body}");
+
+    // AUDIT_WRITES defaults to `once` on Lambda, so an allowed call is one PutItem: one
+    // INSERT and no MODIFY in the stream.
+    let (stream_arn, records) = stream_records(&sdk, &names.sessions_table).await;
+    let writes: Vec<&str> = records
+        .iter()
+        .filter(|record| partition_key(record) == Some("S#sess-http-default"))
+        .map(|record| record.event_name().unwrap().as_str())
+        .collect();
+    assert_eq!(writes, ["INSERT"], "stream records of one allowed call");
+
+    let response = watch.invoke("stream", &stream_event(&stream_arn, &records).to_string()).await;
+    assert_eq!(
+        response,
+        json!({ "batchItemFailures": [] }),
+        "the stream function decodes every item the toolcall function wrote"
+    );
+    let log = watch.process.log_text();
+    let audit_lines: Vec<&str> = log.lines().filter(|line| line.contains(r#""message":"audit event""#)).collect();
+    for session in ["sess-http-default", "sess-http-prod", "sess-rest-prod"] {
+        let pattern = format!(r#""session.id":"{session}""#);
+        assert!(
+            audit_lines.iter().any(|line| line.contains(&pattern)),
+            "no audit event line for session {session} in {}",
+            watch.process.log.display()
+        );
+    }
+}
