@@ -164,7 +164,7 @@ fn decide(
     };
     let decision = authorize(principal, policy, &request, now);
     if decision.is_allowed() && !decision.counted.is_empty() {
-        counters.record(&decision.counted, now);
+        counters.record_and_prune(&decision.counted, now);
     }
     Some(decision)
 }

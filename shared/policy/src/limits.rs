@@ -55,9 +55,27 @@ impl CallCounts for NoCalls {
 ///
 /// Each counter keeps the instants of its most recent calls, at most `max_calls` of them,
 /// so memory is bounded by the number of active counters times their limits.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct WindowCounters {
-    counters: HashMap<LimitKey, VecDeque<OffsetDateTime>>,
+    counters: HashMap<LimitKey, Counter>,
+    /// Number of counters at which [`WindowCounters::record_and_prune`] prunes next.
+    prune_at: usize,
+}
+
+/// The recent calls of one counter and the window they are counted in.
+#[derive(Debug, Default)]
+struct Counter {
+    calls: VecDeque<OffsetDateTime>,
+    window: Duration,
+}
+
+/// Fewest counters at which pruning starts.
+const MIN_PRUNE_AT: usize = 1024;
+
+impl Default for WindowCounters {
+    fn default() -> Self {
+        Self { counters: HashMap::new(), prune_at: MIN_PRUNE_AT }
+    }
 }
 
 impl WindowCounters {
@@ -69,20 +87,32 @@ impl WindowCounters {
     /// Adds one call at `now` to each counter in `limits`.
     pub fn record(&mut self, limits: &[CountedLimit], now: OffsetDateTime) {
         for limit in limits {
-            let calls = self.counters.entry(limit.key.clone()).or_default();
-            drop_older_than(calls, now - limit.window);
-            calls.push_back(now);
+            let counter = self.counters.entry(limit.key.clone()).or_default();
+            counter.window = limit.window;
+            drop_older_than(&mut counter.calls, now - limit.window);
+            counter.calls.push_back(now);
             let cap = usize::try_from(limit.max_calls).unwrap_or(usize::MAX).max(1);
-            while calls.len() > cap {
-                calls.pop_front();
+            while counter.calls.len() > cap {
+                counter.calls.pop_front();
             }
         }
     }
 
-    /// Forgets counters with no call newer than `max_window` before `now`.
-    pub fn prune(&mut self, now: OffsetDateTime, max_window: Duration) {
-        let horizon = now - max_window;
-        self.counters.retain(|_, calls| calls.back().is_some_and(|last| *last > horizon));
+    /// Adds one call at `now` to each counter in `limits`, and forgets idle counters whenever
+    /// their number has doubled since the last pruning. Memory then follows the counters with
+    /// a call inside their window, at a constant amortized cost per call. Without it, every
+    /// new session id would leave a counter behind forever.
+    pub fn record_and_prune(&mut self, limits: &[CountedLimit], now: OffsetDateTime) {
+        self.record(limits, now);
+        if self.counters.len() >= self.prune_at {
+            self.prune(now);
+            self.prune_at = (self.counters.len() * 2).max(MIN_PRUNE_AT);
+        }
+    }
+
+    /// Forgets counters with no call inside their window ending at `now`.
+    pub fn prune(&mut self, now: OffsetDateTime) {
+        self.counters.retain(|_, counter| counter.calls.back().is_some_and(|last| *last > now - counter.window));
     }
 
     /// Number of live counters.
@@ -98,11 +128,11 @@ impl WindowCounters {
 
 impl CallCounts for WindowCounters {
     fn calls(&self, key: &LimitKey, window: Duration, now: OffsetDateTime) -> u64 {
-        let Some(calls) = self.counters.get(key) else {
+        let Some(counter) = self.counters.get(key) else {
             return 0;
         };
         let horizon = now - window;
-        let recent = calls.iter().rev().take_while(|instant| **instant > horizon).count();
+        let recent = counter.calls.iter().rev().take_while(|instant| **instant > horizon).count();
         u64::try_from(recent).unwrap_or(u64::MAX)
     }
 }

@@ -326,8 +326,24 @@ fn counters_prune_idle_entries() {
     let request = Request { model_id: "m", session_id: "s1", tool_name: "t", input: &input, calls: &NoCalls };
     counters.record(&policy.evaluate(&request, NOW).counted, NOW);
     assert_eq!(counters.len(), 1);
-    counters.prune(NOW + time::Duration::hours(2), policy.longest_window());
+    counters.prune(NOW + time::Duration::hours(2));
     assert!(counters.is_empty());
+}
+
+#[test]
+fn counters_stay_bounded_with_new_sessions() {
+    let policy = policy(LIMITS);
+    let mut counters = WindowCounters::new();
+    let input = json!({});
+    for index in 0..50_000 {
+        let now = NOW + time::Duration::seconds(index);
+        let session = format!("s{index}");
+        let request = Request { model_id: "m", session_id: &session, tool_name: "t", input: &input, calls: &NoCalls };
+        counters.record_and_prune(&policy.evaluate(&request, now).counted, now);
+    }
+    // One call per second with a one-minute session window leaves about 60 live counters, and
+    // pruning at each doubling keeps at most twice the minimum of 1024.
+    assert!(counters.len() <= 2048, "{} counters kept", counters.len());
 }
 
 #[test]
