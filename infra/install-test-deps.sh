@@ -9,7 +9,11 @@
 #   2. a Python venv at infra/.venv-sam with the AWS SAM CLI
 #      (infra/test-deps/requirements-sam.txt), which validates template.yaml;
 #   3. `npm ci` in infra/test-deps, which installs the reference MCP server
-#      @modelcontextprotocol/server-everything at the version in package.json.
+#      @modelcontextprotocol/server-everything at the version in package.json;
+#   4. Debian's chromium package at /usr/bin/chromium, when it is missing
+#      (with apt-get, so only as root), and `npm ci` in tests/browser, which
+#      installs playwright-core for the dashboard browser tests. Playwright
+#      drives the system Chromium and never downloads a browser of its own.
 #
 # Usage: bash infra/install-test-deps.sh   (from any directory)
 # Environment: PYTHON selects the interpreter for the venv (default python3,
@@ -17,8 +21,8 @@
 #
 # Each step writes a stamp file with the sha256 of its inputs (the requirements
 # or the lock file, plus the interpreter version) after it succeeds, so an
-# interrupted install is redone on the next run. Delete infra/.venv, infra/.venv-sam or
-# infra/test-deps/node_modules to force a reinstall.
+# interrupted install is redone on the next run. Delete infra/.venv, infra/.venv-sam,
+# infra/test-deps/node_modules or tests/browser/node_modules to force a reinstall.
 #
 # Starting the reference server in Streamable HTTP mode (read from
 # server-everything 2026.8.31, dist/index.js and dist/transports/streamableHttp.js):
@@ -53,8 +57,8 @@ INFRA_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 DEPS_DIR="$INFRA_DIR/test-deps"
 VENV_DIR="$INFRA_DIR/.venv"
 SAM_VENV_DIR="$INFRA_DIR/.venv-sam"
-NODE_MODULES_DIR="$DEPS_DIR/node_modules"
-NPM_STAMP="$NODE_MODULES_DIR/.package-lock.sha256"
+BROWSER_TESTS_DIR="$(cd "$INFRA_DIR/../tests/browser" && pwd)"
+CHROMIUM_BIN=/usr/bin/chromium
 PYTHON="${PYTHON:-python3}"
 
 log() {
@@ -119,27 +123,50 @@ install_python_venv() {
     log "python venv $name: created with $("$PYTHON" --version 2>&1) and installed ${requirements##*/} in $(elapsed_since "$start") s"
 }
 
-install_node_modules() {
+check_node() {
     command -v node >/dev/null || fail "node not found; install Node.js 20 or newer"
     command -v npm >/dev/null || fail "npm not found; install npm"
     node -e 'process.exit(Number(process.versions.node.split(".")[0]) < 20 ? 1 : 0)' ||
         fail "Node.js $(node --version) is too old; server-everything needs Node.js 20 or newer"
+}
 
+# Run `npm ci` in the folder $1 unless its stamp shows that node_modules already matches
+# package-lock.json for this Node.js version and contains the file $2 (relative to node_modules).
+install_node_modules() {
+    local package_dir="$1" marker="$2"
+    local name="${package_dir#"$(dirname "$INFRA_DIR")/"}/node_modules"
+    local stamp="$package_dir/node_modules/.package-lock.sha256"
     local expected
-    expected="$(fingerprint "$(node --version)" "$DEPS_DIR/package-lock.json")"
+    expected="$(fingerprint "$(node --version)" "$package_dir/package-lock.json")"
 
-    if [[ -f "$NPM_STAMP" && "$(cat "$NPM_STAMP")" == "$expected" &&
-        -f "$NODE_MODULES_DIR/@modelcontextprotocol/server-everything/dist/index.js" ]]; then
-        log "npm packages infra/test-deps/node_modules: up to date with package-lock.json, skipped"
+    if [[ -f "$stamp" && "$(cat "$stamp")" == "$expected" && -f "$package_dir/node_modules/$marker" ]]; then
+        log "npm packages $name: up to date with package-lock.json, skipped"
         return
     fi
 
     local start
     start="$(date +%s.%N)"
     # npm ci deletes node_modules first, and with it any old stamp.
-    (cd "$DEPS_DIR" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
-    echo "$expected" >"$NPM_STAMP"
-    log "npm packages infra/test-deps/node_modules: ran npm ci from package-lock.json in $(elapsed_since "$start") s"
+    (cd "$package_dir" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+    echo "$expected" >"$stamp"
+    log "npm packages $name: ran npm ci from package-lock.json in $(elapsed_since "$start") s"
+}
+
+# Install Debian's chromium package for the dashboard browser tests when it is missing.
+install_chromium() {
+    if [[ -x "$CHROMIUM_BIN" ]]; then
+        log "chromium $CHROMIUM_BIN: present, skipped"
+        return
+    fi
+    if [[ "$(id -u)" != 0 ]] || ! command -v apt-get >/dev/null; then
+        fail "$CHROMIUM_BIN not found; install Debian's chromium package as root (apt-get install chromium)"
+    fi
+
+    local start
+    start="$(date +%s.%N)"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+    log "chromium $CHROMIUM_BIN: installed with apt-get in $(elapsed_since "$start") s"
 }
 
 main() {
@@ -152,7 +179,10 @@ main() {
     # The SAM CLI pins versions of click, pydantic and boto3 that conflict with the other
     # test packages, so it gets a venv of its own.
     install_python_venv "$SAM_VENV_DIR" "$DEPS_DIR/requirements-sam.txt"
-    install_node_modules
+    check_node
+    install_node_modules "$DEPS_DIR" "@modelcontextprotocol/server-everything/dist/index.js"
+    install_chromium
+    install_node_modules "$BROWSER_TESTS_DIR" "playwright-core/package.json"
 }
 
 main "$@"

@@ -6,9 +6,9 @@
 # Steps: the test dependencies (infra/install-test-deps.sh: the reference MCP server from
 # npm and the official MCP Python SDK from PyPI, skipped when already installed), a debug
 # build of the `mcpsec` binary that the end-to-end tests start, then `cargo test` over the
-# whole workspace. Last, a release build of the four Lambda packages. CARGO_TARGET_DIR, when
-# set, keeps build output outside the checkout so that repeated runs from fresh clones reuse
-# it.
+# whole workspace and the dashboard browser tests (tests/browser, Node.js and Chromium).
+# Last, a release build of the four Lambda packages. CARGO_TARGET_DIR, when set, keeps build
+# output outside the checkout so that repeated runs from fresh clones reuse it.
 
 set -euo pipefail
 
@@ -28,6 +28,11 @@ export MCPSEC_BIN="$TARGET_DIR/debug/mcpsec"
 
 echo "test: running the workspace tests"
 RUST_TEST_THREADS="${RUST_TEST_THREADS:-4}" cargo test --locked -j "$JOBS" --workspace --all-targets
+
+# Drives the /dash dashboard in Debian's Chromium against the binary in $MCPSEC_BIN, and
+# writes a screenshot of each tab to docs/screenshots/.
+echo "test: running the dashboard browser tests"
+node --test tests/browser/
 
 # One `bootstrap` per function in $TARGET_DIR/lambda/<function>/, as SAM deploys them.
 # cargo-lambda (infra/.venv) links with Zig from the ziglang package against an older glibc

@@ -93,6 +93,7 @@ EXPECTED_GRANTS = {
         ("dynamodb:Scan", "KeysTable.Arn"),
         ("dynamodb:Query", "SessionsTable.Arn"),
         ("dynamodb:Query", "${SessionsTable.Arn}/index/by_day"),
+        ("dynamodb:GetItem", "SessionsTable.Arn"),
         ("s3:GetObject", "${PolicyBucket.Arn}/" + POLICY_KEY),
         ("s3:GetObjectVersion", "${PolicyBucket.Arn}/" + POLICY_KEY),
         ("s3:PutObject", "${PolicyBucket.Arn}/" + POLICY_KEY),

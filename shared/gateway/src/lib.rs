@@ -13,6 +13,7 @@ pub mod audit;
 pub mod cli;
 pub mod cli_aws;
 pub mod config;
+pub mod dash;
 pub mod demo;
 pub mod http;
 pub mod lambda;

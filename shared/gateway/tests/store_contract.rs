@@ -343,6 +343,8 @@ mod cases {
         let ids: Vec<&str> = listed.iter().map(|version| version.version.as_str()).collect();
         assert_eq!(ids, vec![second.version.as_str(), first.version.as_str()]);
         assert!(listed.iter().all(|version| version.yaml.is_empty()), "{listed:?}");
+        let sizes: Vec<u64> = listed.iter().map(|version| version.size).collect();
+        assert_eq!(sizes, vec![15, 14], "listed sizes are the YAML lengths in bytes");
         let newest = listed.first().ok_or("no versions listed")?;
         assert_eq!(
             (newest.saved_at, newest.author.as_str(), newest.comment.as_deref()),

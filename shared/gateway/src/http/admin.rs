@@ -6,6 +6,9 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
+use super::audit_admin::{check_limit, check_range, parse_decision, parse_instant};
+use super::keys_admin::ApiError;
+use crate::audit::Outcome;
 use crate::state::AppState;
 
 /// Checks the admin key and returns the rejection to send, or `None` when the key is right.
@@ -46,11 +49,24 @@ pub(super) async fn session(State(state): State<AppState>, headers: HeaderMap, P
 
 /// Query of `GET /api/sessions`.
 #[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub(super) struct SessionsQuery {
     limit: Option<usize>,
+    model: Option<String>,
+    decision: Option<String>,
+    since: Option<String>,
+    until: Option<String>,
 }
 
-/// `GET /api/sessions`: the most recently active sessions.
+/// Maximum number of sessions read from the store before filtering.
+const MAX_SESSION_SCAN: usize = 1_000;
+
+/// Maximum number of session traces read for the `decision` filter.
+const MAX_TRACE_SCAN: usize = 200;
+
+/// `GET /api/sessions?model=&decision=&since=&until=&limit=`: the most recently active
+/// sessions, newest first. `since` and `until` keep sessions active at some time in the
+/// range, and `decision` keeps sessions with at least one call of that decision.
 pub(super) async fn sessions(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -59,11 +75,58 @@ pub(super) async fn sessions(
     if let Some(response) = admin_rejection(&state, &headers) {
         return response;
     }
-    let limit = query.limit.unwrap_or(50).clamp(1, 1000);
-    match state.audit().recent_sessions(limit).await {
-        Ok(sessions) => Json(json!({"sessions": sessions})).into_response(),
-        Err(error) => reply(StatusCode::SERVICE_UNAVAILABLE, "unavailable", &error.to_string()),
+    match list_sessions(&state, query).await {
+        Ok(response) => response,
+        Err(error) => error.into_response(),
     }
+}
+
+async fn list_sessions(state: &AppState, query: SessionsQuery) -> Result<Response, ApiError> {
+    let limit = check_limit(query.limit, 50, 1000)?;
+    let since = parse_instant(query.since.as_deref(), "since")?;
+    let until = parse_instant(query.until.as_deref(), "until")?;
+    if let (Some(since), Some(until)) = (since, until) {
+        check_range(since, until)?;
+    }
+    let decision = parse_decision(query.decision.as_deref())?;
+    let filtered = query.model.is_some() || decision.is_some() || since.is_some() || until.is_some();
+
+    let scan = if filtered { MAX_SESSION_SCAN } else { limit };
+    let listed = state.audit().recent_sessions(scan).await.map_err(|error| ApiError::store(&error))?;
+    let mut truncated = filtered && listed.len() >= scan;
+    let candidates = listed.into_iter().filter(|session| {
+        query.model.as_ref().is_none_or(|model| *model == session.model_id)
+            && since.is_none_or(|since| session.last_seen >= since)
+            && until.is_none_or(|until| session.first_seen < until)
+    });
+
+    let mut selected = Vec::new();
+    let mut traces_read = 0;
+    for session in candidates {
+        if selected.len() >= limit {
+            break;
+        }
+        if let Some(decision) = decision {
+            // NOTE: the decision filter reads one trace per session, so it stops after
+            // MAX_TRACE_SCAN sessions and reports `truncated`.
+            if traces_read >= MAX_TRACE_SCAN {
+                truncated = true;
+                break;
+            }
+            traces_read += 1;
+            if !has_decision(state, &session.session_id, decision).await? {
+                continue;
+            }
+        }
+        selected.push(session);
+    }
+    Ok(Json(json!({"sessions": selected, "truncated": truncated})).into_response())
+}
+
+/// Returns whether a session has a call with `decision`.
+async fn has_decision(state: &AppState, session_id: &str, decision: Outcome) -> Result<bool, ApiError> {
+    let trace = state.audit().session_trace(session_id).await.map_err(|error| ApiError::store(&error))?;
+    Ok(trace.iter().any(|event| event.decision == decision))
 }
 
 fn reply(status: StatusCode, label: &str, reason: &str) -> Response {

@@ -1,13 +1,16 @@
 //! HTTP routes: the REST tool call, the MCP endpoint, admin routes and health.
 
 mod admin;
+mod audit_admin;
 mod body;
+mod impact;
+mod keys_admin;
 mod mcp;
 mod policy_admin;
 mod rest;
 
 use axum::Router;
-use axum::routing::{get, post};
+use axum::routing::{get, patch, post};
 
 use crate::state::AppState;
 
@@ -18,9 +21,12 @@ pub fn model_routes() -> Router<AppState> {
         .route("/mcp", post(mcp::post).get(mcp::not_allowed).delete(mcp::not_allowed))
 }
 
-/// Admin routes for sessions.
+/// Admin routes for sessions and the audit trail.
 pub fn session_routes() -> Router<AppState> {
-    Router::new().route("/api/session/{id}", get(admin::session)).route("/api/sessions", get(admin::sessions))
+    Router::new()
+        .route("/api/session/{id}", get(admin::session))
+        .route("/api/sessions", get(admin::sessions))
+        .route("/api/audit", get(audit_admin::events))
 }
 
 /// Policy routes: read, validate, save, versions, diff and rollback.
@@ -38,10 +44,17 @@ pub fn policy_routes() -> Router<AppState> {
 }
 
 /// Routes of the admin function: every route that requires `X-Admin-Key` except the
-/// session routes, which have a function of their own on AWS.
-// TODO: the key routes (`/api/keys…`) and the dashboard (`/dash`) join these.
+/// session routes, which have a function of their own on AWS, plus the dashboard page
+/// (`/dash`), which is public because it only asks for the key.
 pub fn admin_routes() -> Router<AppState> {
     policy_routes()
+        .merge(crate::dash::routes())
+        .route("/api/policy/impact", post(impact::preview))
+        .route("/api/keys", get(keys_admin::list).post(keys_admin::create))
+        .route("/api/keys/import", post(keys_admin::import))
+        .route("/api/keys/{model_id}", patch(keys_admin::update))
+        .route("/api/keys/{model_id}/rotate", post(keys_admin::rotate))
+        .route("/api/keys/{model_id}/revoke", post(keys_admin::revoke))
 }
 
 /// Builds every route of the one-process gateway.

@@ -306,7 +306,7 @@ fn version_json(version: &PolicyVersion, with_yaml: bool) -> Value {
         "saved_at": saved_at,
         "author": version.author,
         "comment": version.comment,
-        "size": version.yaml.len(),
+        "size": version.size,
     });
     if with_yaml && let Some(object) = value.as_object_mut() {
         object.insert("policy_yaml".to_owned(), Value::String(version.yaml.clone()));

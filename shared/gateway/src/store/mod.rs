@@ -42,8 +42,10 @@ pub struct PolicyVersion {
     pub author: String,
     /// Optional note from the author.
     pub comment: Option<String>,
-    /// The YAML text.
+    /// The YAML text; empty in listings.
     pub yaml: String,
+    /// Size of the YAML text in bytes, also in listings.
+    pub size: u64,
 }
 
 /// Summary of one session for listings.
@@ -109,4 +111,17 @@ pub trait AuditStore: Send + Sync {
     async fn session_trace(&self, session_id: &str) -> Result<Vec<AuditEvent>, StoreError>;
     /// Lists the most recently active sessions, newest first.
     async fn recent_sessions(&self, limit: usize) -> Result<Vec<SessionSummary>, StoreError>;
+    /// Returns the newest `limit` events with `since <= time < until`, oldest first.
+    ///
+    /// To read an older page, call it again with `until` set to the time of the oldest
+    /// event returned. The default fails, for a backend that cannot list events by time.
+    async fn events_between(
+        &self,
+        since: OffsetDateTime,
+        until: OffsetDateTime,
+        limit: usize,
+    ) -> Result<Vec<AuditEvent>, StoreError> {
+        let _ = (since, until, limit);
+        Err(StoreError::Unavailable("this store cannot list audit events by time".to_owned()))
+    }
 }

@@ -181,7 +181,7 @@ fn expiry_seconds(time: OffsetDateTime, retention: Duration) -> i64 {
     time.unix_timestamp().saturating_add(retention)
 }
 
-fn decode_event(item: &HashMap<String, AttributeValue>) -> Result<AuditEvent, StoreError> {
+pub(super) fn decode_event(item: &HashMap<String, AttributeValue>) -> Result<AuditEvent, StoreError> {
     let key = item.get(SK).and_then(|value| value.as_s().ok()).map_or("?", String::as_str);
     let json = item
         .get(EVENT)

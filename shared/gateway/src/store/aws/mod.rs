@@ -36,6 +36,7 @@
 
 mod audit;
 mod error;
+mod events;
 mod keys;
 mod layout;
 mod policy;
@@ -49,6 +50,7 @@ use aws_config::SdkConfig;
 use mcpsec_policy::ModelEntry;
 use time::OffsetDateTime;
 
+pub use self::events::MAX_RANGE_DAYS;
 pub use self::layout::BY_DAY_INDEX;
 use self::policy::PolicyObject;
 pub use self::sessions::{MAX_INDEX_ITEMS, RECENT_DAYS};
@@ -202,5 +204,15 @@ impl AuditStore for AwsStores {
     async fn recent_sessions(&self, limit: usize) -> Result<Vec<SessionSummary>, StoreError> {
         let today = OffsetDateTime::now_utc().date();
         sessions::recent_sessions(&self.dynamodb, &self.names.sessions_table, limit, today).await
+    }
+
+    /// Searches at most [`MAX_RANGE_DAYS`] UTC days, from the day of `until` back.
+    async fn events_between(
+        &self,
+        since: OffsetDateTime,
+        until: OffsetDateTime,
+        limit: usize,
+    ) -> Result<Vec<AuditEvent>, StoreError> {
+        events::events_between(&self.dynamodb, &self.names.sessions_table, since, until, limit).await
     }
 }

@@ -66,7 +66,8 @@ impl PolicyObject<'_> {
         };
 
         let version = self.required_version_id(output.version_id())?;
-        let parts = VersionParts { version, metadata: output.metadata, last_modified: output.last_modified };
+        let parts =
+            VersionParts { version, metadata: output.metadata, last_modified: output.last_modified, size: None };
         let body = self.read_body(output.body, &parts.version).await?;
         parts.decode(body).map(Some)
     }
@@ -89,6 +90,7 @@ impl PolicyObject<'_> {
             version: version.to_owned(),
             metadata: output.metadata,
             last_modified: output.last_modified,
+            size: None,
         };
         let body = self.read_body(output.body, version).await?;
         parts.decode(body)
@@ -151,6 +153,7 @@ impl PolicyObject<'_> {
             author: author.to_owned(),
             comment: comment.map(str::to_owned),
             yaml: yaml.to_owned(),
+            size: yaml.len() as u64,
         })
     }
 
@@ -211,7 +214,8 @@ impl PolicyObject<'_> {
             }
         };
 
-        let parts = VersionParts { version, metadata: output.metadata, last_modified: output.last_modified };
+        let size = output.content_length.and_then(|length| u64::try_from(length).ok());
+        let parts = VersionParts { version, metadata: output.metadata, last_modified: output.last_modified, size };
         parts.decode(String::new()).map(Some)
     }
 
@@ -292,6 +296,8 @@ struct VersionParts {
     version: String,
     metadata: Option<HashMap<String, String>>,
     last_modified: Option<DateTime>,
+    /// The object's length from a HEAD request; `None` when the body is read instead.
+    size: Option<u64>,
 }
 
 impl VersionParts {
@@ -310,7 +316,8 @@ impl VersionParts {
             Some(text) => parse_saved_at(&version, text)?,
             None => last_modified(&version, self.last_modified.as_ref())?,
         };
-        Ok(PolicyVersion { version, saved_at, author, comment, yaml })
+        let size = self.size.unwrap_or(yaml.len() as u64);
+        Ok(PolicyVersion { version, saved_at, author, comment, yaml, size })
     }
 }
 

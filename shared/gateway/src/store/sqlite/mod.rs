@@ -40,6 +40,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use mcpsec_policy::ModelEntry;
+use time::OffsetDateTime;
 
 use self::audit_log::AuditLog;
 use self::reader::ReaderPool;
@@ -198,4 +199,21 @@ impl AuditStore for SqliteStore {
     async fn recent_sessions(&self, limit: usize) -> Result<Vec<SessionSummary>, StoreError> {
         self.readers.read(move |connection| reader::recent_sessions(connection, limit)).await
     }
+
+    async fn events_between(
+        &self,
+        since: OffsetDateTime,
+        until: OffsetDateTime,
+        limit: usize,
+    ) -> Result<Vec<AuditEvent>, StoreError> {
+        let since_ns = clamp_nanos(since);
+        let until_ns = clamp_nanos(until);
+        self.readers.read(move |connection| reader::events_between(connection, since_ns, until_ns, limit)).await
+    }
+}
+
+/// Returns `time` in Unix nanoseconds, clamped to the range of `i64` that stored times use.
+fn clamp_nanos(time: OffsetDateTime) -> i64 {
+    let nanos = time.unix_timestamp_nanos().clamp(i128::from(i64::MIN), i128::from(i64::MAX));
+    i64::try_from(nanos).unwrap_or_default()
 }

@@ -112,7 +112,7 @@ pub(super) fn has_no_models(connection: &Connection) -> Result<bool, StoreError>
 
 /// Returns the newest policy version, if any.
 pub(super) fn current_version(connection: &Connection) -> Result<Option<PolicyVersion>, StoreError> {
-    let sql = "SELECT version, saved_at, author, comment, yaml FROM policy_versions ORDER BY seq DESC LIMIT 1";
+    let sql = "SELECT version, saved_at, author, comment, yaml, length(CAST(yaml AS BLOB)) FROM policy_versions ORDER BY seq DESC LIMIT 1";
     let row = connection
         .query_row(sql, [], version_row)
         .optional()
@@ -128,14 +128,14 @@ pub(super) fn list_versions(connection: &Connection) -> Result<Vec<PolicyVersion
 
 fn query_versions(connection: &Connection) -> rusqlite::Result<Vec<VersionRow>> {
     let mut statement = connection
-        .prepare_cached("SELECT version, saved_at, author, comment, '' FROM policy_versions ORDER BY seq DESC")?;
+        .prepare_cached("SELECT version, saved_at, author, comment, '', length(CAST(yaml AS BLOB)) FROM policy_versions ORDER BY seq DESC")?;
     statement.query_map([], version_row)?.collect()
 }
 
 /// Returns the policy version with id `version`. The id is bound as a parameter, never
 /// spliced into SQL, so any text is safe and an unknown one is [`StoreError::NotFound`].
 pub(super) fn find_version(connection: &Connection, version: &str) -> Result<PolicyVersion, StoreError> {
-    let sql = "SELECT version, saved_at, author, comment, yaml FROM policy_versions WHERE version = ?1";
+    let sql = "SELECT version, saved_at, author, comment, yaml, length(CAST(yaml AS BLOB)) FROM policy_versions WHERE version = ?1";
     let row = connection
         .query_row(sql, [version], version_row)
         .optional()
@@ -154,6 +154,7 @@ fn version_row(row: &Row<'_>) -> rusqlite::Result<VersionRow> {
         author: row.get(2)?,
         comment: row.get(3)?,
         yaml: row.get(4)?,
+        size: row.get(5)?,
     })
 }
 
@@ -194,4 +195,32 @@ fn query_sessions(connection: &Connection, limit: usize) -> rusqlite::Result<Vec
         })
     })?;
     rows.collect()
+}
+
+/// Returns the newest `limit` events with `since_ns <= time_ns < until_ns`, oldest first.
+pub(super) fn events_between(
+    connection: &Connection,
+    since_ns: i64,
+    until_ns: i64,
+    limit: usize,
+) -> Result<Vec<AuditEvent>, StoreError> {
+    let rows = query_events_between(connection, since_ns, until_ns, limit)
+        .map_err(sqlite_error("failed to list audit events by time"))?;
+    rows.iter().map(|(event_id, json)| decode_event(event_id, json)).collect()
+}
+
+fn query_events_between(
+    connection: &Connection,
+    since_ns: i64,
+    until_ns: i64,
+    limit: usize,
+) -> rusqlite::Result<Vec<(String, String)>> {
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let mut statement = connection.prepare_cached(
+        "SELECT event_id, event FROM (
+             SELECT seq, time_ns, event_id, event FROM audit_events
+             WHERE time_ns >= ?1 AND time_ns < ?2 ORDER BY time_ns DESC, seq DESC LIMIT ?3
+         ) ORDER BY time_ns, seq",
+    )?;
+    statement.query_map([since_ns, until_ns, limit], |row| Ok((row.get(0)?, row.get(1)?)))?.collect()
 }

@@ -158,6 +158,8 @@ pub(super) struct VersionRow {
     pub(super) comment: Option<String>,
     /// Empty when the query left the YAML out.
     pub(super) yaml: String,
+    /// Size of the YAML in bytes.
+    pub(super) size: i64,
 }
 
 impl VersionRow {
@@ -170,6 +172,7 @@ impl VersionRow {
             author: self.author,
             comment: self.comment,
             yaml: self.yaml,
+            size: u64::try_from(self.size).unwrap_or_default(),
         })
     }
 }

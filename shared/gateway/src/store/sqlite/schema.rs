@@ -13,7 +13,7 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Schema migrations in order, each with the `user_version` that it brings the database to.
 /// Append new migrations and never edit a released one.
-const MIGRATIONS: &[(i64, &str)] = &[(1, SCHEMA_V1)];
+const MIGRATIONS: &[(i64, &str)] = &[(1, SCHEMA_V1), (2, SCHEMA_V2)];
 
 /// The first schema.
 ///
@@ -68,6 +68,11 @@ CREATE TABLE sessions (
 ) STRICT;
 
 CREATE INDEX sessions_by_last_seen ON sessions (last_seen_ns DESC, session_id);
+";
+
+/// An index of audit events by time, for listing the events of a time range.
+const SCHEMA_V2: &str = "
+CREATE INDEX audit_events_by_time ON audit_events (time_ns, seq);
 ";
 
 /// Opens the connection that performs every write, and migrates the schema.

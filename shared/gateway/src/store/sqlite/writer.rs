@@ -281,6 +281,7 @@ fn save_policy(connection: &mut Connection, request: &SaveRequest) -> Result<Pol
         author: request.author.clone(),
         comment: request.comment.clone(),
         yaml: request.yaml.clone(),
+        size: request.yaml.len() as u64,
     };
     insert_version(&transaction, seq, &saved)?;
 
