@@ -1,5 +1,5 @@
-//! Policy admin routes over the embedded store: validation, compare-and-set saves, versions,
-//! diff and rollback.
+//! Policy admin routes over both stores, the embedded one and the AWS one on the moto
+//! emulator: validation, compare-and-set saves, versions, diff and rollback.
 
 #![allow(
     clippy::unwrap_used,
@@ -17,7 +17,8 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use mcpsec_gateway::sessions::SessionIssuer;
 use mcpsec_gateway::state::{AppState, AuditWrites, Options, Stores};
-use mcpsec_gateway::store::PolicyStore;
+use mcpsec_gateway::store::aws::AwsStores;
+use mcpsec_gateway::store::aws::setup::aws_init;
 use mcpsec_gateway::store::sqlite::SqliteStore;
 use mcpsec_gateway::upstream::Upstreams;
 use serde_json::{Value, json};
@@ -28,16 +29,30 @@ const V1: &str = "default: allow\n";
 const V2: &str =
     "default: deny\nrules:\n  - id: allow-search\n    action: allow\n    tools: ['search.*']\n    reason: read-only\n";
 
+#[path = "common/moto.rs"]
+mod moto;
+
 struct Gateway {
-    _dir: tempfile::TempDir,
+    _dir: Option<tempfile::TempDir>,
     router: Router,
 }
 
-async fn gateway() -> Gateway {
+async fn sqlite_gateway() -> Gateway {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(SqliteStore::open(dir.path()).unwrap());
-    store.save(V1, None, "import", None).await.unwrap();
-    let stores = Stores { keys: store.clone(), policy: store.clone(), audit: store };
+    gateway_on(Stores { keys: store.clone(), policy: store.clone(), audit: store }, Some(dir)).await
+}
+
+async fn aws_gateway() -> Gateway {
+    let config = moto::config();
+    let names = moto::unique_names();
+    aws_init(&config, &names).await.unwrap();
+    let store = Arc::new(AwsStores::new(&config, names));
+    gateway_on(Stores { keys: store.clone(), policy: store.clone(), audit: store }, None).await
+}
+
+async fn gateway_on(stores: Stores, dir: Option<tempfile::TempDir>) -> Gateway {
+    stores.policy.save(V1, None, "import", None).await.unwrap();
     let options = Options {
         audit_tool_input: true,
         max_body_bytes: 1 << 20,
@@ -48,6 +63,36 @@ async fn gateway() -> Gateway {
     let state = AppState::new(stores, Upstreams::none(), Some(ADMIN_KEY), sessions, options);
     Gateway { _dir: dir, router: mcpsec_gateway::http::router(state) }
 }
+
+/// Runs each case once on the embedded store and once on the AWS store.
+macro_rules! on_both_stores {
+    ($($case:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test]
+            async fn $case() {
+                super::$case(super::sqlite_gateway().await).await;
+            })*
+        }
+        mod aws {
+            $(#[tokio::test]
+            async fn $case() {
+                super::$case(super::aws_gateway().await).await;
+            })*
+        }
+    };
+}
+
+on_both_stores!(
+    config_returns_policy_and_version,
+    invalid_policy_saves_nothing,
+    concurrent_edits_from_same_version_conflict,
+    validate_saves_nothing,
+    rollback_by_id_restores_text,
+    rollback_by_timestamp_selects_version_in_force,
+    hostile_version_ids_are_not_found,
+    diff_shows_changed_lines,
+    policy_routes_require_admin_key,
+);
 
 async fn send(gateway: &Gateway, method: &str, uri: &str, body: Option<Value>) -> (StatusCode, Value) {
     let mut request = Request::builder().method(method).uri(uri).header("x-admin-key", ADMIN_KEY);
@@ -70,18 +115,14 @@ async fn current_version(gateway: &Gateway) -> String {
     config["version"].as_str().unwrap().to_owned()
 }
 
-#[tokio::test]
-async fn config_returns_policy_and_version() {
-    let gateway = gateway().await;
+async fn config_returns_policy_and_version(gateway: Gateway) {
     let (status, config) = send(&gateway, "GET", "/api/config", None).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(config["policy_yaml"], V1);
     assert!(config["version"].is_string(), "{config}");
 }
 
-#[tokio::test]
-async fn invalid_policy_saves_nothing() {
-    let gateway = gateway().await;
+async fn invalid_policy_saves_nothing(gateway: Gateway) {
     let base = current_version(&gateway).await;
     let bad = "default: allow\nrules:\n  - id: r\n    action: block\n";
     let (status, body) =
@@ -93,9 +134,7 @@ async fn invalid_policy_saves_nothing() {
     assert_eq!(current_version(&gateway).await, base, "nothing was saved");
 }
 
-#[tokio::test]
-async fn concurrent_edits_from_same_version_conflict() {
-    let gateway = gateway().await;
+async fn concurrent_edits_from_same_version_conflict(gateway: Gateway) {
     let base = current_version(&gateway).await;
     let first = send(
         &gateway,
@@ -118,9 +157,7 @@ async fn concurrent_edits_from_same_version_conflict() {
     assert_eq!(versions["versions"].as_array().unwrap().len(), 2, "exactly one edit was saved");
 }
 
-#[tokio::test]
-async fn validate_saves_nothing() {
-    let gateway = gateway().await;
+async fn validate_saves_nothing(gateway: Gateway) {
     let base = current_version(&gateway).await;
     let (status, body) = send(&gateway, "POST", "/api/policy/validate", Some(json!({"policy_yaml": V2}))).await;
     assert_eq!(status, StatusCode::OK);
@@ -129,9 +166,7 @@ async fn validate_saves_nothing() {
     assert_eq!(current_version(&gateway).await, base);
 }
 
-#[tokio::test]
-async fn rollback_by_id_restores_text() {
-    let gateway = gateway().await;
+async fn rollback_by_id_restores_text(gateway: Gateway) {
     let first = current_version(&gateway).await;
     let (status, _) =
         send(&gateway, "PUT", "/api/config", Some(json!({"policy_yaml": V2, "base_version": first}))).await;
@@ -145,9 +180,7 @@ async fn rollback_by_id_restores_text() {
     assert_ne!(config["version"], first.as_str(), "a rollback is a new version");
 }
 
-#[tokio::test]
-async fn rollback_by_timestamp_selects_version_in_force() {
-    let gateway = gateway().await;
+async fn rollback_by_timestamp_selects_version_in_force(gateway: Gateway) {
     let first = current_version(&gateway).await;
     tokio::time::sleep(Duration::from_millis(20)).await;
     let between = time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap();
@@ -163,9 +196,7 @@ async fn rollback_by_timestamp_selects_version_in_force() {
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
 
-#[tokio::test]
-async fn hostile_version_ids_are_not_found() {
-    let gateway = gateway().await;
+async fn hostile_version_ids_are_not_found(gateway: Gateway) {
     let long = "x".repeat(300);
     let ids = ["..%2F..%2Fetc%2Fpasswd", "v1'%20OR%201=1%20--", "%00", long.as_str(), "v999999"];
     for id in ids {
@@ -176,9 +207,7 @@ async fn hostile_version_ids_are_not_found() {
     }
 }
 
-#[tokio::test]
-async fn diff_shows_changed_lines() {
-    let gateway = gateway().await;
+async fn diff_shows_changed_lines(gateway: Gateway) {
     let first = current_version(&gateway).await;
     let (_, saved) =
         send(&gateway, "PUT", "/api/config", Some(json!({"policy_yaml": V2, "base_version": first}))).await;
@@ -191,9 +220,7 @@ async fn diff_shows_changed_lines() {
     assert!(diff.contains("+default: deny"), "{diff}");
 }
 
-#[tokio::test]
-async fn policy_routes_require_admin_key() {
-    let gateway = gateway().await;
+async fn policy_routes_require_admin_key(gateway: Gateway) {
     let routes = [
         ("GET", "/api/config"),
         ("PUT", "/api/config"),

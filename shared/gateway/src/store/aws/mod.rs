@@ -114,13 +114,24 @@ pub struct AwsStores {
     s3: aws_sdk_s3::Client,
     names: AwsNames,
     retention: Option<Duration>,
+    /// Serializes the policy saves of this process. Across processes the S3 conditional
+    /// write decides; within one, saves then never rely on it, which also keeps them correct
+    /// on emulators whose conditional writes are not atomic (moto 5.2.5 checks and writes
+    /// without a lock).
+    save_lock: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
 
 impl AwsStores {
     /// Builds the clients from `sdk_config`. Audit events are kept until deleted; see
     /// [`AwsStores::with_retention`].
     pub fn new(sdk_config: &SdkConfig, names: AwsNames) -> Self {
-        Self { dynamodb: aws_sdk_dynamodb::Client::new(sdk_config), s3: s3_client(sdk_config), names, retention: None }
+        Self {
+            dynamodb: aws_sdk_dynamodb::Client::new(sdk_config),
+            s3: s3_client(sdk_config),
+            names,
+            retention: None,
+            save_lock: std::sync::Arc::default(),
+        }
     }
 
     /// Sets how long audit events are kept: each item gets a `ttl` this long after the
@@ -177,6 +188,7 @@ impl PolicyStore for AwsStores {
         author: &str,
         comment: Option<&str>,
     ) -> Result<PolicyVersion, StoreError> {
+        let _serialized = self.save_lock.lock().await;
         self.policy_object().save(yaml, base_version, author, comment).await
     }
 
