@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use super::audit_admin::{check_limit, check_range, parse_decision, parse_instant};
-use super::keys_admin::ApiError;
+use super::reply::ApiError;
 use crate::audit::Outcome;
 use crate::state::AppState;
 

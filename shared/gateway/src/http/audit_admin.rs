@@ -9,7 +9,7 @@ use serde_json::json;
 use time::OffsetDateTime;
 
 use super::admin::admin_rejection;
-use super::keys_admin::{ApiError, bad_request};
+use super::reply::{ApiError, bad_request};
 use crate::audit::{AuditEvent, Outcome};
 use crate::state::AppState;
 

@@ -17,7 +17,8 @@ use serde_json::{Value, json};
 use time::OffsetDateTime;
 
 use super::admin::admin_rejection;
-use super::keys_admin::{ApiError, bad_request, invalid_document, read_request};
+use super::keys_admin::read_request;
+use super::reply::{ApiError, bad_request, invalid_document};
 use crate::audit::{AuditEvent, Outcome};
 use crate::state::AppState;
 

@@ -10,7 +10,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use mcpsec_policy::keys::{hash_key, parse_timestamp};
-use mcpsec_policy::{Credential, KeySet, LoadError, ModelEntry, Scope};
+use mcpsec_policy::{Credential, KeySet, ModelEntry, Scope};
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value, json};
 use time::OffsetDateTime;
@@ -18,8 +18,8 @@ use time::format_description::well_known::Rfc3339;
 
 use super::admin::{admin_key_id, admin_rejection};
 use super::body::{read_json, require_json};
+use super::reply::{ApiError, bad_request, invalid_document};
 use crate::state::AppState;
-use crate::store::StoreError;
 
 /// Maximum length of a model id, in bytes.
 const MAX_MODEL_ID_BYTES: usize = 128;
@@ -430,51 +430,4 @@ pub(super) async fn read_object(
 
 fn parse_field<T: DeserializeOwned>(value: &Value, field: &str) -> Result<T, ApiError> {
     serde_json::from_value(value.clone()).map_err(|error| bad_request(&format!("invalid `{field}`: {error}")))
-}
-
-/// Builds the 400 reply for an invalid YAML document, with each problem's position, field and message.
-pub(super) fn invalid_document(error: &LoadError, label: &str) -> Response {
-    let problems: Vec<Value> = error
-        .problems
-        .iter()
-        .map(|problem| {
-            json!({
-                "line": problem.position.map(|p| p.line),
-                "column": problem.position.map(|p| p.column),
-                "field": problem.field,
-                "message": problem.message,
-            })
-        })
-        .collect();
-    let body = json!({"status": label, "valid": false, "reason": error.to_string(), "problems": problems});
-    (StatusCode::BAD_REQUEST, Json(body)).into_response()
-}
-
-pub(super) fn bad_request(reason: &str) -> ApiError {
-    ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", reason)
-}
-
-/// A rejected admin request: the status, a short label and the reason.
-pub(super) struct ApiError {
-    status: StatusCode,
-    label: &'static str,
-    reason: String,
-}
-
-impl ApiError {
-    pub(super) fn new(status: StatusCode, label: &'static str, reason: &str) -> Self {
-        Self { status, label, reason: reason.to_owned() }
-    }
-
-    /// Logs a store failure and builds its 503.
-    pub(super) fn store(error: &StoreError) -> Self {
-        tracing::error!(error = %error, "store failed on an admin request");
-        Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", &format!("{error}; try again"))
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        (self.status, Json(json!({"status": self.label, "reason": self.reason}))).into_response()
-    }
 }

@@ -7,6 +7,7 @@ mod impact;
 mod keys_admin;
 mod mcp;
 mod policy_admin;
+mod reply;
 mod rest;
 
 use axum::Router;

@@ -10,12 +10,13 @@ use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use mcpsec_policy::{LoadError, Policy};
+use mcpsec_policy::Policy;
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 
 use super::admin::{admin_key_id, admin_rejection};
 use super::body::{read_json, require_json};
+use super::reply::{ApiError, invalid_document};
 use crate::state::AppState;
 use crate::store::{PolicyVersion, StoreError};
 
@@ -56,7 +57,7 @@ pub(super) async fn put_config(State(state): State<AppState>, headers: HeaderMap
     };
 
     if let Err(error) = Policy::from_yaml("policy_yaml", yaml) {
-        return invalid_policy(&error);
+        return invalid_document(&error, "invalid_policy");
     }
     save(&state, &headers, yaml, base, comment).await
 }
@@ -82,7 +83,7 @@ pub(super) async fn validate(State(state): State<AppState>, headers: HeaderMap, 
             "rule_ids": policy.rule_ids(),
         }))
         .into_response(),
-        Err(error) => invalid_policy(&error),
+        Err(error) => invalid_document(&error, "invalid_policy"),
     }
 }
 
@@ -166,7 +167,7 @@ pub(super) async fn rollback(
         Err(error) => return error.into_response(),
     };
     if let Err(error) = Policy::from_yaml(&format!("version {}", old.version), &old.yaml) {
-        return invalid_policy(&error);
+        return invalid_document(&error, "invalid_policy");
     }
 
     let base = match optional_text(&request, "base_version") {
@@ -282,23 +283,6 @@ fn optional_text(request: &serde_json::Map<String, Value>, field: &str) -> Resul
     }
 }
 
-fn invalid_policy(error: &LoadError) -> Response {
-    let problems: Vec<Value> = error
-        .problems
-        .iter()
-        .map(|problem| {
-            json!({
-                "line": problem.position.map(|p| p.line),
-                "column": problem.position.map(|p| p.column),
-                "field": problem.field,
-                "message": problem.message,
-            })
-        })
-        .collect();
-    let body = json!({"status": "invalid_policy", "valid": false, "reason": error.to_string(), "problems": problems});
-    (StatusCode::BAD_REQUEST, Json(body)).into_response()
-}
-
 fn version_json(version: &PolicyVersion, with_yaml: bool) -> Value {
     let saved_at = version.saved_at.format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
     let mut value = json!({
@@ -316,30 +300,6 @@ fn version_json(version: &PolicyVersion, with_yaml: bool) -> Value {
 
 fn store_failure(error: &StoreError) -> Response {
     ApiError::store(error).into_response()
-}
-
-/// A rejected admin request: the status, a short label and the reason.
-struct ApiError {
-    status: StatusCode,
-    label: &'static str,
-    reason: String,
-}
-
-impl ApiError {
-    fn new(status: StatusCode, label: &'static str, reason: &str) -> Self {
-        Self { status, label, reason: reason.to_owned() }
-    }
-
-    fn store(error: &StoreError) -> Self {
-        tracing::error!(error = %error, "policy store failed");
-        Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", &format!("{error}; try again"))
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        reply(self.status, self.label, &self.reason)
-    }
 }
 
 fn reply(status: StatusCode, label: &str, reason: &str) -> Response {
