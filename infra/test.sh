@@ -29,8 +29,8 @@ export MCPSEC_BIN="$TARGET_DIR/debug/mcpsec"
 echo "test: running the workspace tests"
 RUST_TEST_THREADS="${RUST_TEST_THREADS:-4}" cargo test --locked -j "$JOBS" --workspace --all-targets
 
-# Drives the /dash dashboard in Debian's Chromium against the binary in $MCPSEC_BIN, and
-# writes a screenshot of each tab to docs/screenshots/.
+# Drives the /dash dashboard in Debian's Chromium against the binary in $MCPSEC_BIN. With
+# UPDATE_SCREENSHOTS=1 it also rewrites the screenshots in docs/screenshots/.
 echo "test: running the dashboard browser tests"
 node --test tests/browser/
 

@@ -283,6 +283,8 @@ describe('dashboard', () => {
     await page.waitForFunction(() => document.getElementById('policy-save-message').textContent.startsWith('Rolled back'));
     const current = await adminApi('GET', '/api/config');
     assert.equal(current.body.policy_yaml, edited);
+    // The page reloads the editor after it reports the rollback, so wait for the new text.
+    await page.waitForFunction((text) => document.getElementById('policy-editor').value === text, edited);
     assert.equal(await page.inputValue('#policy-editor'), edited);
   });
 
