@@ -40,13 +40,11 @@ pub(super) async fn put_config(State(state): State<AppState>, headers: HeaderMap
     if let Some(rejection) = admin_rejection(&state, &headers) {
         return rejection;
     }
-    let request = match read_object(&state, &headers, body).await {
-        Ok(request) => request,
+    let (request, yaml) = match read_policy_request(&state, &headers, body).await {
+        Ok(read) => read,
         Err(error) => return error.into_response(),
     };
-    let Some(yaml) = request.get("policy_yaml").and_then(Value::as_str) else {
-        return reply(StatusCode::BAD_REQUEST, "invalid_request", "missing string field `policy_yaml`");
-    };
+    let yaml = yaml.as_str();
     let base = match optional_text(&request, "base_version") {
         Ok(base) => base,
         Err(error) => return error.into_response(),
@@ -67,14 +65,11 @@ pub(super) async fn validate(State(state): State<AppState>, headers: HeaderMap, 
     if let Some(rejection) = admin_rejection(&state, &headers) {
         return rejection;
     }
-    let request = match read_object(&state, &headers, body).await {
-        Ok(request) => request,
+    let yaml = match read_policy_request(&state, &headers, body).await {
+        Ok((_, yaml)) => yaml,
         Err(error) => return error.into_response(),
     };
-    let Some(yaml) = request.get("policy_yaml").and_then(Value::as_str) else {
-        return reply(StatusCode::BAD_REQUEST, "invalid_request", "missing string field `policy_yaml`");
-    };
-    match Policy::from_yaml("policy_yaml", yaml) {
+    match Policy::from_yaml("policy_yaml", &yaml) {
         Ok(policy) => Json(json!({
             "valid": true,
             "rules": policy.rule_count(),
@@ -241,6 +236,22 @@ async fn find_version(state: &AppState, id: &str) -> Result<PolicyVersion, ApiEr
         Ok(version) => Ok(version),
         Err(StoreError::NotFound(_)) => Err(not_found()),
         Err(error) => Err(ApiError::store(&error)),
+    }
+}
+
+/// Reads a JSON object body with a string field `policy_yaml`, returning both.
+async fn read_policy_request(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<(serde_json::Map<String, Value>, String), ApiError> {
+    let request = read_object(state, headers, body).await?;
+    match request.get("policy_yaml") {
+        Some(Value::String(yaml)) => {
+            let yaml = yaml.clone();
+            Ok((request, yaml))
+        }
+        _ => Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", "missing string field `policy_yaml`")),
     }
 }
 
