@@ -3,8 +3,8 @@
 //! Keys and the policy are read from their stores and cached for `cache_ttl`, so a warm call
 //! reads nothing. A revoked key or a new policy therefore applies within one `cache_ttl`, or
 //! at once in this process when it was changed through [`AppState::invalidate`]. When a
-//! refresh fails, calls are denied until the store answers again: a stale cache could keep a
-//! revoked key working.
+//! refresh fails, calls are denied until the store is reachable again, because a stale cache
+//! could keep a revoked key working.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -59,7 +59,7 @@ pub enum AuditWrites {
     /// record, even if the process dies while the upstream works.
     Twice,
     /// One write, with the outcome, after forwarding: half the writes, at the price of no
-    /// record for a call whose process dies before the upstream answers.
+    /// record for a call whose process dies before the upstream replies.
     Once,
 }
 
@@ -107,7 +107,7 @@ impl AppState {
         }
 
         let entries = self.inner.stores.keys.load_models().await.map_err(|error| {
-            tracing::error!(error = %error, "failed to load model keys; calls are denied until the store answers");
+            tracing::error!(error = %error, "failed to load model keys; calls are denied until the store is reachable");
             format!("model keys could not be loaded ({error})")
         })?;
         let value = Arc::new(KeySet::from_entries(entries));
@@ -124,7 +124,7 @@ impl AppState {
         }
 
         let stored = self.inner.stores.policy.current().await.map_err(|error| {
-            tracing::error!(error = %error, "failed to load the policy; calls are denied until the store answers");
+            tracing::error!(error = %error, "failed to load the policy; calls are denied until the store is reachable");
             format!("the policy could not be loaded ({error})")
         })?;
         let Some(stored) = stored else {
@@ -161,7 +161,7 @@ impl AppState {
         self.inner.counters.lock().ok()
     }
 
-    /// The upstream MCP servers.
+    /// Returns the upstream MCP servers.
     pub fn upstreams(&self) -> &Upstreams {
         &self.inner.upstreams
     }
@@ -171,12 +171,12 @@ impl AppState {
         &self.inner.stores
     }
 
-    /// The audit store.
+    /// Returns the audit store.
     pub fn audit(&self) -> &dyn AuditStore {
         self.inner.stores.audit.as_ref()
     }
 
-    /// The session id issuer.
+    /// Returns the session id issuer.
     pub fn sessions(&self) -> &SessionIssuer {
         &self.inner.sessions
     }

@@ -23,13 +23,13 @@ pub struct CallRequest<'a> {
     pub route: Route,
     /// The session the call belongs to.
     pub session_id: &'a str,
-    /// The tool the model asks for.
+    /// The tool the model requests.
     pub tool_name: &'a str,
     /// The tool's arguments.
     pub arguments: &'a Value,
 }
 
-/// Who is calling: a model id claimed in the body with a key (REST), or a key alone (MCP).
+/// The caller: a model id claimed in the body with a key (REST), or a key alone (MCP).
 #[derive(Debug, Clone, Copy)]
 pub enum Caller<'a> {
     /// The REST route names the model in the body.
@@ -43,7 +43,7 @@ pub enum Caller<'a> {
     Key(Option<&'a str>),
 }
 
-/// How a call ended.
+/// The end state of a call.
 #[derive(Debug, Clone, PartialEq)]
 pub enum CallOutcome {
     /// The key was missing, unknown, wrong, expired or revoked.
@@ -62,7 +62,7 @@ pub enum CallOutcome {
         /// The audit event.
         event_id: String,
     },
-    /// The upstream answered; `result` is its `CallToolResult`, unchanged.
+    /// The upstream replied, and `result` is its `CallToolResult`, unchanged.
     Completed {
         /// The upstream's result.
         result: Value,
@@ -257,9 +257,9 @@ async fn reject_denied(state: &AppState, mut event: AuditEvent, started: Instant
     CallOutcome::Denied { reason: event.reason, rules: event.rules, event_id: event.event_id }
 }
 
-/// The reason shown to a caller whose key was not accepted. Unknown models, unknown keys and
-/// wrong keys read the same, so a caller cannot probe which model ids exist; the audit event
-/// keeps the precise reason.
+/// Returns the reason shown to a caller whose key was not accepted. Unknown models, unknown
+/// keys and wrong keys read the same, so a caller cannot probe which model ids exist. The
+/// audit event keeps the precise reason.
 fn public_auth_reason(error: &AuthError) -> String {
     match error {
         AuthError::MissingKey => error.to_string(),

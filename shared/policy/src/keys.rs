@@ -33,7 +33,7 @@ pub fn hash_key(plaintext: &str) -> KeyHash {
     Sha256::digest(plaintext.as_bytes()).into()
 }
 
-/// The public identifier of a key: `k_` and the first 12 hex digits of its hash. Safe to log.
+/// Returns the public identifier of a key: `k_` and the first 12 hex digits of its hash. Safe to log.
 pub fn key_id(hash: &KeyHash) -> String {
     let prefix = hash.get(..6).unwrap_or_default();
     format!("k_{}", hex::encode(prefix))
@@ -78,7 +78,7 @@ impl Scope {
     }
 }
 
-/// One credential of a model. A model holds several while a rotated key is in its grace period.
+/// One credential of a model. A model has several while a rotated key is in its grace period.
 #[derive(Debug, Clone)]
 pub struct Credential {
     /// SHA-256 of the key.
@@ -90,13 +90,13 @@ pub struct Credential {
 }
 
 impl Credential {
-    /// The credential's public identifier.
+    /// Returns the credential's public identifier.
     pub fn key_id(&self) -> String {
         key_id(&self.hash)
     }
 }
 
-/// Everything the gateway knows about one model.
+/// Everything the gateway stores about one model.
 #[derive(Debug, Clone)]
 pub struct ModelEntry {
     /// The model's identifier, as callers name it.
@@ -109,7 +109,7 @@ pub struct ModelEntry {
     pub revoked: bool,
 }
 
-/// Why a presented key was not accepted.
+/// The reason a presented key was not accepted.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AuthError {
     /// No key, or an empty one, was presented.
@@ -154,7 +154,7 @@ pub struct Principal<'a> {
 }
 
 impl Principal<'_> {
-    /// The authenticated model's id.
+    /// Returns the authenticated model's id.
     pub fn model_id(&self) -> &str {
         &self.entry.model_id
     }

@@ -23,7 +23,7 @@ pub struct Request<'a> {
     pub model_id: &'a str,
     /// The session the call belongs to.
     pub session_id: &'a str,
-    /// The tool the model asks for.
+    /// The tool the model requests.
     pub tool_name: &'a str,
     /// The tool's arguments.
     pub input: &'a Value,
@@ -48,7 +48,7 @@ pub struct RuleMatch {
     pub id: String,
     /// Rule or limit.
     pub kind: RuleKind,
-    /// What it does when enforced.
+    /// Its effect when enforced.
     pub action: Effect,
     /// True when it is only recorded, because it or the whole policy is in shadow mode.
     pub shadow: bool,
@@ -76,7 +76,7 @@ pub struct Decision {
     pub verdict: Verdict,
     /// Every rule that matched and every limit reached, sorted by id, shadow ones included.
     pub matched: Vec<RuleMatch>,
-    /// What the decision would be with shadow rules enforced, when that differs from `verdict`.
+    /// The decision with shadow rules enforced, when it differs from `verdict`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub shadow: Option<Verdict>,
     /// Counters an allowed call must be added to.
@@ -85,17 +85,17 @@ pub struct Decision {
 }
 
 impl Decision {
-    /// Whether the call may go ahead.
+    /// Returns whether the call may go ahead.
     pub fn is_allowed(&self) -> bool {
         self.verdict.effect == Effect::Allow
     }
 
-    /// The ids of every matching rule and reached limit, sorted.
+    /// Returns the ids of every matching rule and reached limit, sorted.
     pub fn matched_ids(&self) -> Vec<&str> {
         self.matched.iter().map(|matched| matched.id.as_str()).collect()
     }
 
-    /// A denial because the tool is outside the key's scope.
+    /// Builds a denial because the tool is outside the key's scope.
     pub fn out_of_scope(tool_name: &str) -> Self {
         let reason = format!("tool `{tool_name}` is outside the scope of this model's key");
         Self::from_verdict(Verdict { effect: Effect::Deny, reason, rule: None })
@@ -218,7 +218,7 @@ impl Policy {
         counted
     }
 
-    /// The verdict from `matched`, counting shadow matches only when `with_shadow` is set.
+    /// Returns the verdict from `matched`, counting shadow matches only when `with_shadow` is set.
     fn verdict(&self, request: &Request<'_>, matched: &[RuleMatch], with_shadow: bool) -> Verdict {
         let counts = |m: &&RuleMatch| with_shadow || !m.shadow;
         let first = |effect: Effect| matched.iter().filter(counts).find(|m| m.action == effect);
