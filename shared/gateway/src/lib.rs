@@ -9,6 +9,7 @@
 //! * [`demo`]: a demo MCP tool server for trying the gateway out.
 //! * [`cli`] and [`serve`]: the `mcpsec` command line.
 
+pub mod anomaly;
 pub mod audit;
 pub mod cli;
 pub mod cli_aws;
@@ -19,6 +20,7 @@ pub mod http;
 pub mod lambda;
 pub mod serve;
 pub mod sessions;
+pub mod siem;
 pub mod state;
 pub mod store;
 pub mod toolcall;

@@ -12,7 +12,7 @@ use mcpsec_policy::{AuthError, Decision, Principal, Request, authorize};
 use serde_json::Value;
 use time::OffsetDateTime;
 
-use crate::audit::{AuditEvent, Outcome, Route, UpstreamOutcome};
+use crate::audit::{AuditEvent, EventKind, Outcome, Route, UpstreamOutcome};
 use crate::state::{AppState, AuditWrites};
 use crate::upstream::UpstreamError;
 
@@ -292,6 +292,8 @@ fn new_event(state: &AppState, caller: Caller<'_>, call: &CallRequest<'_>, now: 
         shadow: None,
         upstream: None,
         latency_ms: 0.0,
+        kind: EventKind::ToolCall,
+        anomaly: None,
     }
 }
 

@@ -21,7 +21,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use mcpsec_gateway::audit::{AuditEvent, Outcome, Route};
+use mcpsec_gateway::audit::{AuditEvent, EventKind, Outcome, Route};
 use mcpsec_gateway::sessions::SessionIssuer;
 use mcpsec_gateway::state::{AppState, AuditWrites, Options, Stores};
 use mcpsec_gateway::store::aws::AwsStores;
@@ -145,6 +145,8 @@ fn event(id: &str, session: &str, model: &str, tool: &str, decision: Outcome, ti
         shadow: None,
         upstream: None,
         latency_ms: 1.0,
+        kind: EventKind::ToolCall,
+        anomaly: None,
     }
 }
 

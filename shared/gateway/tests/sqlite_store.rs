@@ -7,7 +7,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
-use mcpsec_gateway::audit::{AuditEvent, Outcome, Route};
+use mcpsec_gateway::audit::{AuditEvent, EventKind, Outcome, Route};
 use mcpsec_gateway::store::sqlite::{AUDIT_LOG_FILE, DATABASE_FILE, SqliteStore};
 use mcpsec_gateway::store::{AuditStore, KeyStore, PolicyStore, StoreError};
 use mcpsec_policy::keys::hash_key;
@@ -65,6 +65,8 @@ fn event(session_id: &str, model_id: &str, decision: Outcome, time: OffsetDateTi
         shadow: None,
         upstream: None,
         latency_ms: 1.25,
+        kind: EventKind::ToolCall,
+        anomaly: None,
     }
 }
 

@@ -16,7 +16,7 @@ use std::time::Duration as StdDuration;
 
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_sdk_dynamodb::config::{Credentials, SharedCredentialsProvider};
-use mcpsec_gateway::audit::{AuditEvent, Outcome, Route, UpstreamOutcome};
+use mcpsec_gateway::audit::{AuditEvent, EventKind, Outcome, Route, UpstreamOutcome};
 use mcpsec_gateway::store::aws::setup::aws_init;
 use mcpsec_gateway::store::aws::{AwsNames, AwsStores};
 use mcpsec_gateway::store::sqlite::SqliteStore;
@@ -235,6 +235,8 @@ fn event(session_id: &str, model_id: &str, decision: Outcome, time: OffsetDateTi
         shadow: None,
         upstream: None,
         latency_ms: 1.25,
+        kind: EventKind::ToolCall,
+        anomaly: None,
     }
 }
 

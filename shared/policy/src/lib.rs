@@ -64,5 +64,6 @@ pub use error::{LoadError, Position, Problem};
 pub use keys::{AuthError, Credential, KeySet, ModelEntry, Principal, Scope};
 pub use limits::{CallCounts, CountedLimit, LimitKey, NoCalls, WindowCounters};
 pub use policy::{
-    Decision, Effect, Mode, Per, Policy, PolicyDocument, Request, RuleKind, RuleMatch, Verdict, authorize,
+    AnomalySettings, CallRateSpike, Decision, DenialSpike, Effect, Mode, Per, Policy, PolicyDocument, Request, RuleKind,
+    RuleMatch, ScopeProbing, Verdict, authorize,
 };

@@ -1,5 +1,6 @@
 //! The policy: a checked, compiled form of `policies.yaml`.
 
+pub mod anomalies;
 mod compile;
 mod condition;
 mod eval;
@@ -7,6 +8,7 @@ mod schema;
 
 use std::time::Duration;
 
+pub use anomalies::{AnomalySettings, CallRateSpike, DenialSpike, ScopeProbing};
 pub use eval::{Decision, Request, RuleKind, RuleMatch, Verdict, authorize};
 pub use schema::{Effect, Mode, Per};
 

@@ -111,6 +111,7 @@ pub(super) fn decision_name(decision: Outcome) -> &'static str {
         Outcome::Deny => "deny",
         Outcome::Unauthorized => "unauthorized",
         Outcome::Error => "error",
+        Outcome::Alert => "alert",
     }
 }
 

@@ -56,6 +56,7 @@ fn decision_name(decision: Outcome) -> &'static str {
         Outcome::Deny => "deny",
         Outcome::Unauthorized => "unauthorized",
         Outcome::Error => "error",
+        Outcome::Alert => "alert",
     }
 }
 

@@ -1,0 +1,1 @@
+//! Anomaly detection on the flow of audit events.

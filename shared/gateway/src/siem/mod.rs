@@ -1,0 +1,1 @@
+//! Forwarding of audit events to a SIEM.
