@@ -26,5 +26,6 @@ mod demo_smoke;
 mod denials;
 mod no_upstream;
 mod session_trace;
+mod siem;
 mod tool_calls;
 mod tools_list;

@@ -67,7 +67,7 @@ pub struct Gateway {
     base_url: String,
     http: reqwest::Client,
     process: ManagedChild,
-    _data_dir: TempDir,
+    _data_dir: Option<TempDir>,
 }
 
 impl Gateway {
@@ -76,8 +76,16 @@ impl Gateway {
     /// The environment is cleared and set from `options`, so variables of the test process
     /// (`TOOL_SERVER_URL`, `PORT` and others) cannot change the setup.
     pub fn start(options: GatewayOptions) -> Result<Self> {
-        let binary = gateway_binary()?;
         let data_dir = tempfile::tempdir().context("failed to create a temporary data folder")?;
+        let mut gateway = Self::start_in(options, data_dir.path())?;
+        gateway._data_dir = Some(data_dir);
+        Ok(gateway)
+    }
+
+    /// Starts `mcpsec serve` like [`Gateway::start`], with its data under `folder`, which the
+    /// caller keeps: a gateway started again in the same folder finds the same store.
+    pub fn start_in(options: GatewayOptions, folder: &Path) -> Result<Self> {
+        let binary = gateway_binary()?;
 
         let mut command = Command::new(&binary);
         command.arg("serve");
@@ -88,15 +96,15 @@ impl Gateway {
             .env_clear()
             .env("PORT", "0")
             .env("HOST", "127.0.0.1")
-            .env("DATA_DIR", data_dir.path().join("data"))
+            .env("DATA_DIR", folder.join("data"))
             .env("ADMIN_KEY", ADMIN_KEY)
             .env("SESSION_SECRET", SESSION_SECRET)
             .env("NO_COLOR", "1");
         match options.keys_and_policy {
             Some((keys, policy)) => {
-                let keys_file = write_file(data_dir.path(), "model_keys.yaml", keys)?;
-                let policy_file = write_file(data_dir.path(), "policies.yaml", policy)?;
-                command.env("MODEL_KEYS_FILE", keys_file).env("POLICY_FILE", policy_file).current_dir(data_dir.path());
+                let keys_file = write_file(folder, "model_keys.yaml", keys)?;
+                let policy_file = write_file(folder, "policies.yaml", policy)?;
+                command.env("MODEL_KEYS_FILE", keys_file).env("POLICY_FILE", policy_file).current_dir(folder);
             }
             None => {
                 command.current_dir(repo_root()?);
@@ -120,7 +128,12 @@ impl Gateway {
             .timeout(REQUEST_TIMEOUT)
             .build()
             .context("failed to build the HTTP client")?;
-        Ok(Self { base_url, http, process, _data_dir: data_dir })
+        Ok(Self { base_url, http, process, _data_dir: None })
+    }
+
+    /// Sends SIGTERM and waits up to `timeout` for the process to exit; returns its exit code.
+    pub fn terminate(&mut self, timeout: Duration) -> Result<i32> {
+        self.process.terminate(timeout)
     }
 
     /// Returns the URL of `path` on the gateway.
@@ -170,6 +183,18 @@ impl Gateway {
             .send()
             .await
             .with_context(|| format!("GET {path} failed; gateway output:\n{}", self.recent_output()))?;
+        read_reply(response).await
+    }
+
+    /// Sends `DELETE path` with `X-Admin-Key`.
+    pub async fn delete(&self, path: &str, admin_key: &str) -> Result<Reply> {
+        let response = self
+            .http
+            .delete(self.url(path))
+            .header("x-admin-key", admin_key)
+            .send()
+            .await
+            .with_context(|| format!("DELETE {path} failed; gateway output:\n{}", self.recent_output()))?;
         read_reply(response).await
     }
 

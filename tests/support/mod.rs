@@ -5,6 +5,7 @@ pub mod client;
 pub mod gateway;
 pub mod moto;
 pub mod process;
+pub mod receiver;
 pub mod reference;
 
 use std::path::{Path, PathBuf};

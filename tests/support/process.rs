@@ -91,6 +91,30 @@ impl ManagedChild {
         "still running".to_owned()
     }
 
+    /// Sends SIGTERM (with the `kill` command) and waits up to `timeout` for the process to
+    /// exit; returns its exit code.
+    pub fn terminate(&mut self, timeout: Duration) -> Result<i32> {
+        let pid = self.child.id().to_string();
+        let status = Command::new("kill").args(["-TERM", &pid]).status().context("failed to run `kill -TERM`")?;
+        if !status.success() {
+            bail!("`kill -TERM {pid}` failed with {status}");
+        }
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().context("failed to wait for the process")? {
+                return status.code().with_context(|| format!("{} ended by a signal: {status}", self.name));
+            }
+            if std::time::Instant::now() >= deadline {
+                bail!(
+                    "{} did not exit within {timeout:?} of SIGTERM; its output:\n{}",
+                    self.name,
+                    self.recent_output()
+                );
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Returns the last lines that the process printed on stdout and stderr, for error messages.
     pub fn recent_output(&self) -> String {
         let lines = self.output.lock().unwrap_or_else(PoisonError::into_inner);

@@ -44,9 +44,16 @@ HTTP_ENVIRONMENT = {
 
 STREAM_ENVIRONMENT = {
     "SIEM_URL": {"Ref": "SiemUrl"},
+    "SIEM_FORMAT": {"Ref": "SiemFormat"},
+    "SIEM_TOKEN": {"Ref": "SiemToken"},
+    "SIEM_HMAC_SECRET": {"Ref": "SiemHmacSecret"},
     "ALERT_WEBHOOK_URL": {"Ref": "AlertWebhookUrl"},
     "SESSIONS_TABLE": {"Ref": "SessionsTable"},
     "KEYS_TABLE": {"Ref": "KeysTable"},
+    "COUNTERS_TABLE": {"Ref": "CountersTable"},
+    "POLICY_BUCKET": {"Ref": "PolicyBucket"},
+    "POLICY_KEY": POLICY_KEY,
+    "CACHE_TTL": {"Ref": "CacheTtl"},
     "LOG_FORMAT": "json",
 }
 
@@ -66,6 +73,7 @@ ROUTES = [
     ("GET", "/api/session/{id}", "SessionFunction"),
     ("GET", "/api/sessions", "SessionFunction"),
     ("GET", "/api/audit", "SessionFunction"),
+    ("GET", "/api/alerts", "SessionFunction"),
 ]
 
 # Every (action, resource) pair that each function's role allows, with resources written as
@@ -106,6 +114,7 @@ EXPECTED_GRANTS = {
         ("dynamodb:GetItem", "SessionsTable.Arn"),
         ("dynamodb:Query", "SessionsTable.Arn"),
         ("dynamodb:Query", "${SessionsTable.Arn}/index/by_day"),
+        ("dynamodb:Query", "${SessionsTable.Arn}/index/alerts_by_day"),
     },
     "StreamFunctionRole": {
         ("logs:CreateLogStream", "StreamLogGroup.Arn"),
@@ -114,11 +123,20 @@ EXPECTED_GRANTS = {
         ("dynamodb:GetRecords", "SessionsTable.StreamArn"),
         ("dynamodb:GetShardIterator", "SessionsTable.StreamArn"),
         ("dynamodb:ListStreams", "*"),
-        ("dynamodb:GetItem", "SessionsTable.Arn"),
-        ("dynamodb:UpdateItem", "SessionsTable.Arn"),
+        ("dynamodb:UpdateItem", "CountersTable.Arn"),
+        ("dynamodb:PutItem", "SessionsTable.Arn"),
+        ("dynamodb:UpdateItem", "KeysTable.Arn"),
+        ("s3:GetObject", "${PolicyBucket.Arn}/" + POLICY_KEY),
+        ("s3:GetObjectVersion", "${PolicyBucket.Arn}/" + POLICY_KEY),
+        ("s3:ListBucket", "PolicyBucket.Arn"),
         ("sqs:SendMessage", "StreamDeadLetterQueue.Arn"),
     },
 }
+
+# The one write of a protected resource outside the admin function: the stream function
+# sets a model's quarantine, and its grant is limited to that attribute.
+QUARANTINE_GRANT = ("StreamFunctionRole", "dynamodb:UpdateItem", "KeysTable.Arn")
+QUARANTINE_ATTRIBUTES = ["model_id", "quarantined_until"]
 
 
 def load_template():
@@ -263,7 +281,21 @@ class TablesTest(TemplateTestCase):
         table = self.properties("SessionsTable", "AWS::DynamoDB::Table")
         self.assertEqual(table["KeySchema"], [{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}])
         types = {definition["AttributeName"]: definition["AttributeType"] for definition in table["AttributeDefinitions"]}
-        self.assertEqual(types, {"pk": "S", "sk": "S", "day": "S", "time_ns": "N"})
+        self.assertEqual(types, {"pk": "S", "sk": "S", "day": "S", "alert_day": "S", "time_ns": "N"})
+
+    def test_sessions_table_indexes(self):
+        table = self.properties("SessionsTable", "AWS::DynamoDB::Table")
+        indexes = {index["IndexName"]: index for index in table["GlobalSecondaryIndexes"]}
+        self.assertEqual(sorted(indexes), ["alerts_by_day", "by_day"])
+        alerts = indexes["alerts_by_day"]
+        self.assertEqual(alerts["KeySchema"], [{"AttributeName": "alert_day", "KeyType": "HASH"}, {"AttributeName": "time_ns", "KeyType": "RANGE"}])
+        self.assertEqual(alerts["Projection"], {"ProjectionType": "ALL"})
+
+    def test_counters_table(self):
+        table = self.properties("CountersTable", "AWS::DynamoDB::Table")
+        self.assertEqual(table["KeySchema"], [{"AttributeName": "pk", "KeyType": "HASH"}])
+        self.assertEqual(table["BillingMode"], "PAY_PER_REQUEST")
+        self.assertEqual(table["TimeToLiveSpecification"], {"AttributeName": "ttl", "Enabled": True})
 
     def test_sessions_table_ttl(self):
         ttl = self.properties("SessionsTable", "AWS::DynamoDB::Table")["TimeToLiveSpecification"]
@@ -492,8 +524,23 @@ class IamTest(TemplateTestCase):
             if role == "AdminFunctionRole":
                 continue
             with self.subTest(role=role):
-                protected_writes = {(action, resource) for action, resource in self.grants(role) if action in writes and resource in protected}
+                protected_writes = {
+                    (action, resource)
+                    for action, resource in self.grants(role)
+                    if action in writes and resource in protected and (role, action, resource) != QUARANTINE_GRANT
+                }
                 self.assertEqual(protected_writes, set())
+
+    def test_quarantine_grant_is_limited_to_its_attribute(self):
+        role, action, resource = QUARANTINE_GRANT
+        statements = [
+            statement
+            for statement in self.role_statements(role)
+            if action in as_list(statement["Action"]) and resource in [resource_name(item) for item in as_list(statement["Resource"])]
+        ]
+        self.assertEqual(len(statements), 1)
+        condition = statements[0].get("Condition", {})
+        self.assertEqual(condition.get("ForAllValues:StringEquals", {}).get("dynamodb:Attributes"), QUARANTINE_ATTRIBUTES)
 
 
 if __name__ == "__main__":

@@ -32,6 +32,53 @@ pub enum Outcome {
     Alert,
 }
 
+impl Route {
+    /// The name used in stored and forwarded events.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Rest => "rest",
+            Self::Mcp => "mcp",
+            Self::Gateway => "gateway",
+        }
+    }
+}
+
+impl Outcome {
+    /// The name used in stored and forwarded events.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Allow => "allow",
+            Self::Deny => "deny",
+            Self::Unauthorized => "unauthorized",
+            Self::Error => "error",
+            Self::Alert => "alert",
+        }
+    }
+}
+
+impl Detector {
+    /// The name used in stored and forwarded events.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::DenialSpike => "denial_spike",
+            Self::CallRateSpike => "call_rate_spike",
+            Self::ScopeProbing => "scope_probing",
+            Self::FirstToolUse => "first_tool_use",
+        }
+    }
+}
+
+impl AnomalyScope {
+    /// The name used in stored and forwarded events.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Model => "model",
+            Self::Session => "session",
+            Self::All => "all",
+        }
+    }
+}
+
 /// What an audit event records.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

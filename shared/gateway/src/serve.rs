@@ -8,7 +8,9 @@ use mcpsec_policy::{KeySet, Policy};
 use time::OffsetDateTime;
 
 use crate::config::{Settings, Source};
+use crate::pipeline::outbox::{Outbox, Sinks};
 use crate::sessions::SessionIssuer;
+use crate::siem::{AlertWebhook, SiemForwarder, SiemSettings};
 use crate::state::{AppState, Options, Stores};
 use crate::store::aws::setup::load_sdk_config;
 use crate::store::aws::{AwsNames, AwsStores};
@@ -18,6 +20,10 @@ use crate::upstream::{UpstreamClient, Upstreams};
 
 /// Exit code when the gateway cannot start.
 const EXIT_START_FAILED: u8 = 2;
+
+/// How long a shutdown waits for the outbox consumers to hand over what is stored. What
+/// they do not finish is handled after the next start.
+const OUTBOX_GRACE: Duration = Duration::from_secs(10);
 
 /// Options of `mcpsec serve`; everything else comes from the environment.
 #[derive(Debug, Default, Clone, clap::Args)]
@@ -64,6 +70,7 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     let state = AppState::new(stores, upstreams, settings.admin_key.as_deref(), sessions, options(&settings));
     state.keys().await?;
     state.policy().await?;
+    let outbox = start_outbox(sqlite.as_ref(), &state)?;
 
     let address = SocketAddr::new(settings.host, settings.port);
     let listener = tokio::net::TcpListener::bind(address)
@@ -77,11 +84,35 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         .with_graceful_shutdown(shutdown_signal())
         .await
         .map_err(|error| error.to_string())?;
+    if let Some(outbox) = outbox {
+        tracing::info!("calls finished; handing the stored events to the SIEM and the detectors");
+        outbox.shutdown(OUTBOX_GRACE).await;
+    }
     tracing::info!("gateway stopped; closing the store");
     if let Some(store) = sqlite.and_then(|store| Arc::try_unwrap(store).ok()) {
         store.close().await.map_err(|error| error.to_string())?;
     }
     Ok(())
+}
+
+/// Starts the outbox consumers of the embedded store: the SIEM forwarder (`SIEM_URL`), the
+/// anomaly detectors and the alert webhook (`ALERT_WEBHOOK_URL`). With the AWS stores they
+/// run in the `stream` function instead, fed by the table's stream.
+fn start_outbox(sqlite: Option<&Arc<SqliteStore>>, state: &AppState) -> Result<Option<Outbox>, String> {
+    let Some(store) = sqlite else {
+        tracing::info!("AWS stores: SIEM forwarding and anomaly detection run in the stream function");
+        return Ok(None);
+    };
+    let var = |name: &str| std::env::var(name).ok();
+    let siem = match SiemSettings::from_env(var).map_err(|error| error.to_string())? {
+        Some(settings) => Some(SiemForwarder::new(settings)?),
+        None => {
+            tracing::info!("SIEM_URL is not set; audit events stay in the store and audit.log");
+            None
+        }
+    };
+    let webhook = AlertWebhook::from_env(var).map_err(|error| error.to_string())?;
+    Ok(Some(Outbox::start(Arc::clone(store), state.clone(), Sinks { siem, webhook })))
 }
 
 /// Opens the stores `GATEWAY_STORE` names: `sqlite` (the default) under `DATA_DIR`, or `aws`,

@@ -101,6 +101,10 @@ pub async fn handle(state: &AppState, caller: Caller<'_>, call: CallRequest<'_>)
     };
     event.model_id = principal.model_id().to_owned();
     event.key_id = Some(principal.credential.key_id());
+    if let Some(until) = principal.entry.quarantine_at(now) {
+        fill_quarantine(&mut event, until);
+        return reject_denied(state, event, started).await;
+    }
 
     let Some(decision) = decide(state, &principal, &policy, &call, now) else {
         return unavailable(state, event, "call counters are unavailable".to_owned(), started).await;
@@ -303,6 +307,20 @@ fn fill_decision(event: &mut AuditEvent, decision: &Decision) {
     event.rule.clone_from(&decision.verdict.rule);
     event.rules = decision.matched_ids().into_iter().map(str::to_owned).collect();
     event.shadow = decision.shadow.as_ref().and_then(|shadow| serde_json::to_value(shadow).ok());
+}
+
+/// The rule id that audit events and denials name for a quarantined model.
+pub const QUARANTINE_RULE: &str = "quarantine";
+
+fn fill_quarantine(event: &mut AuditEvent, until: OffsetDateTime) {
+    let until = until.format(&time::format_description::well_known::Rfc3339).unwrap_or_else(|_| until.to_string());
+    event.decision = Outcome::Deny;
+    event.reason = format!(
+        "model `{}` is quarantined until {until} after a spike of denied calls; an admin can lift it with DELETE /api/keys/{}/quarantine",
+        event.model_id, event.model_id
+    );
+    event.rule = Some(QUARANTINE_RULE.to_owned());
+    event.rules = vec![QUARANTINE_RULE.to_owned()];
 }
 
 fn with_event_id(outcome: CallOutcome, id: String) -> CallOutcome {

@@ -435,7 +435,9 @@ const API_ROUTES: &[(&str, &str, &str)] = &[
     ("PATCH", "/api/keys/{model_id}", "/api/keys/m"),
     ("POST", "/api/keys/{model_id}/rotate", "/api/keys/m/rotate"),
     ("POST", "/api/keys/{model_id}/revoke", "/api/keys/m/revoke"),
+    ("DELETE", "/api/keys/{model_id}/quarantine", "/api/keys/m/quarantine"),
     ("GET", "/api/audit", "/api/audit"),
+    ("GET", "/api/alerts", "/api/alerts"),
 ];
 
 /// Reads the `/api/` paths registered in `src/http/mod.rs`. Routes added in another file,

@@ -26,7 +26,7 @@ use axum::http::{Response, StatusCode};
 use mcpsec_gateway::audit::{AuditEvent, Outcome};
 use mcpsec_gateway::config::{EXAMPLE_KEYS, EXAMPLE_POLICY};
 use mcpsec_gateway::http::{model_routes, session_routes};
-use mcpsec_gateway::lambda::stream::{EventSink, LogSink, SinkError, handle_batch};
+use mcpsec_gateway::lambda::stream::{EventSink, LogSink, SinkFailure, StreamPipeline, handle_batch};
 use mcpsec_gateway::lambda::{self, HttpService};
 use mcpsec_gateway::sessions::SessionIssuer;
 use mcpsec_gateway::state::{AppState, AuditWrites, Options, Stores};
@@ -267,20 +267,23 @@ async fn unknown_path_on_named_stage_returns_404() {
     assert_eq!(response.status(), StatusCode::NOT_FOUND);
 }
 
-/// A sink that keeps what it receives and fails on one event id.
-#[derive(Default)]
+/// A sink that keeps what it receives and fails on one event id, delivering the events
+/// before it, as a SIEM forwarder does.
+#[derive(Default, Clone)]
 struct RecordingSink {
-    events: Mutex<Vec<AuditEvent>>,
+    events: Arc<Mutex<Vec<AuditEvent>>>,
     fail_on: Option<String>,
 }
 
 #[async_trait]
 impl EventSink for RecordingSink {
-    async fn deliver(&self, event: &AuditEvent) -> Result<(), SinkError> {
-        if self.fail_on.as_deref() == Some(event.event_id.as_str()) {
-            return Err("the SIEM endpoint returned 503".into());
+    async fn deliver(&self, events: &[AuditEvent]) -> Result<(), SinkFailure> {
+        for (index, event) in events.iter().enumerate() {
+            if self.fail_on.as_deref() == Some(event.event_id.as_str()) {
+                return Err(SinkFailure { delivered: index, reason: "the SIEM endpoint returned 503".to_owned() });
+            }
+            self.events.lock().unwrap().push(event.clone());
         }
-        self.events.lock().unwrap().push(event.clone());
         Ok(())
     }
 }
@@ -288,6 +291,10 @@ impl EventSink for RecordingSink {
 impl RecordingSink {
     fn event_ids(&self) -> Vec<String> {
         self.events.lock().unwrap().iter().map(|event| event.event_id.clone()).collect()
+    }
+
+    fn pipeline(&self) -> StreamPipeline {
+        StreamPipeline { sink: Box::new(self.clone()), detection: None, webhook: None }
     }
 }
 
@@ -303,7 +310,7 @@ fn failed_sequence_numbers(response: &aws_lambda_events::event::streams::DynamoD
 async fn stream_batch_reports_only_the_poison_record() {
     let sink = RecordingSink::default();
 
-    let response = handle_batch(stream_batch(), &sink).await;
+    let response = handle_batch(stream_batch(), &sink.pipeline()).await;
 
     assert_eq!(failed_sequence_numbers(&response), [Some("4421584500000000017450439092".to_owned())]);
     assert_eq!(sink.event_ids(), ["0195f1a2-7c3d-7e4f-8a5b-6c7d8e9f0a1b", "0195f1a2-7c3d-7e4f-8a5b-6c7d8e9f0a2c"]);
@@ -313,7 +320,7 @@ async fn stream_batch_reports_only_the_poison_record() {
 async fn stream_batch_decodes_the_whole_event() {
     let sink = RecordingSink::default();
 
-    handle_batch(stream_batch(), &sink).await;
+    handle_batch(stream_batch(), &sink.pipeline()).await;
 
     let events = sink.events.lock().unwrap();
     let allowed = &events[0];
@@ -326,23 +333,30 @@ async fn stream_batch_decodes_the_whole_event() {
     assert_eq!(denied.rule.as_deref(), Some("no-calendar-deletes"));
 }
 
+/// The sink takes the events before the failing one; the failing record and every record
+/// after it are reported, so Lambda retries them.
 #[tokio::test]
 async fn stream_sink_failure_is_a_batch_item_failure() {
     let sink =
         RecordingSink { fail_on: Some("0195f1a2-7c3d-7e4f-8a5b-6c7d8e9f0a1b".to_owned()), ..RecordingSink::default() };
 
-    let response = handle_batch(stream_batch(), &sink).await;
+    let response = handle_batch(stream_batch(), &sink.pipeline()).await;
 
     assert_eq!(
         failed_sequence_numbers(&response),
-        [Some("4421584500000000017450439091".to_owned()), Some("4421584500000000017450439092".to_owned())]
+        [
+            Some("4421584500000000017450439091".to_owned()),
+            Some("4421584500000000017450439092".to_owned()),
+            Some("4421584500000000017450439095".to_owned())
+        ]
     );
-    assert_eq!(sink.event_ids(), ["0195f1a2-7c3d-7e4f-8a5b-6c7d8e9f0a2c"]);
+    assert!(sink.event_ids().is_empty(), "the failing event is the first, so none was delivered");
 }
 
 #[tokio::test]
 async fn stream_response_serializes_as_lambda_expects() {
-    let response = handle_batch(stream_batch(), &LogSink).await;
+    let response =
+        handle_batch(stream_batch(), &StreamPipeline { sink: Box::new(LogSink), detection: None, webhook: None }).await;
 
     let json = serde_json::to_value(&response).unwrap();
 
@@ -358,7 +372,7 @@ async fn stream_insert_without_new_image_fails() {
     records[0]["dynamodb"]["StreamViewType"] = Value::String("KEYS_ONLY".to_owned());
     let sink = RecordingSink::default();
 
-    let response = handle_batch(serde_json::from_value(batch).unwrap(), &sink).await;
+    let response = handle_batch(serde_json::from_value(batch).unwrap(), &sink.pipeline()).await;
 
     assert_eq!(failed_sequence_numbers(&response), [Some("4421584500000000017450439091".to_owned())]);
     assert!(sink.event_ids().is_empty());

@@ -3,6 +3,9 @@
 //! the upstream. Every server listens on 127.0.0.1, and the functions get static credentials
 //! and a loopback endpoint, so nothing reaches AWS.
 //!
+//! The stream function forwards to an HTTP receiver on loopback, which stands in for the
+//! SIEM and the alert webhook, and counts anomalies in a counters table on moto.
+//!
 //! Needs `infra/.venv/bin/cargo-lambda` and `infra/.venv/bin/moto_server`, which
 //! `bash infra/install-test-deps.sh` installs. The emulator builds each function with
 //! `cargo run` on its first invocation. After `cargo build -p mcpsec`, which `infra/test.sh`
@@ -165,7 +168,8 @@ fn sdk_config(endpoint: &str) -> SdkConfig {
 
 /// Creates the tables and the bucket and imports the example keys and policy.
 async fn prepare_stores(sdk: &SdkConfig) -> AwsNames {
-    let names = AwsNames::new("lambda-local-keys", "lambda-local-sessions", "lambda-local-policy");
+    let names = AwsNames::new("lambda-local-keys", "lambda-local-sessions", "lambda-local-policy")
+        .with_counters_table("lambda-local-counters");
     aws_init(sdk, &names).await.unwrap();
 
     let stores = AwsStores::new(sdk, names.clone());
@@ -195,7 +199,7 @@ struct Watch {
 }
 
 impl Watch {
-    fn start(moto: &Moto, names: &AwsNames, upstream: &str) -> Self {
+    fn start(moto: &Moto, names: &AwsNames, upstream: &str, receiver: &str) -> Self {
         let port = free_port();
         let path = format!("{VENV_BIN}:{}", std::env::var("PATH").unwrap_or_default());
         let mut command = Command::new(tool("cargo-lambda"));
@@ -227,8 +231,12 @@ impl Watch {
             .env("KEYS_TABLE", &names.keys_table)
             .env("SESSIONS_TABLE", &names.sessions_table)
             .env("POLICY_BUCKET", &names.policy_bucket)
+            .env("COUNTERS_TABLE", names.counters_table.as_deref().unwrap())
             .env("SESSION_SECRET", SESSION_SECRET)
             .env("TOOL_SERVER_URL", upstream)
+            .env("SIEM_URL", format!("{receiver}/siem"))
+            .env("ALERT_WEBHOOK_URL", format!("{receiver}/hook"))
+            .env("SIEM_MAX_ATTEMPTS", "2")
             // The other setting of lambda_http's stage handling. tests/lambda_events.rs runs
             // the default.
             .env("AWS_LAMBDA_HTTP_IGNORE_STAGE_IN_PATH", "true");
@@ -257,6 +265,17 @@ impl Watch {
         serde_json::from_str(&text).unwrap_or_else(|error| panic!("{function} returned no JSON ({error}): {text}"))
     }
 
+    /// Invokes `toolcall` with the HTTP API event of a REST tool call with `body` and the
+    /// example key of `gpt-4o`, and returns the HTTP status and the JSON body of its response.
+    async fn call_body(&self, body: &Value) -> (u64, Value) {
+        let mut event: Value = serde_json::from_str(&fixture("apigw_v2_default_stage_toolcall.json")).unwrap();
+        event["body"] = Value::String(body.to_string());
+        event["isBase64Encoded"] = Value::Bool(false);
+        let response = self.invoke("toolcall", &event.to_string()).await;
+        let status = response["statusCode"].as_u64().unwrap();
+        (status, serde_json::from_str(response["body"].as_str().unwrap()).unwrap())
+    }
+
     /// Invokes `toolcall` with an API Gateway event fixture and returns the HTTP status and
     /// the JSON body of its response.
     async fn call(&self, fixture_name: &str) -> (u64, Value) {
@@ -266,6 +285,37 @@ impl Watch {
         let body = response["body"].as_str().unwrap_or_else(|| panic!("{fixture_name}: no text body in {response}"));
         (status, serde_json::from_str(body).unwrap())
     }
+}
+
+/// Bodies of the requests an HTTP receiver on loopback accepted, by path.
+#[derive(Clone, Default)]
+struct Received(std::sync::Arc<std::sync::Mutex<Vec<(String, String)>>>);
+
+impl Received {
+    /// Returns every JSON line sent to `path`.
+    fn lines(&self, path: &str) -> Vec<Value> {
+        let requests = self.0.lock().unwrap();
+        requests
+            .iter()
+            .filter(|(request_path, _)| request_path == path)
+            .flat_map(|(_, body)| body.lines().map(|line| serde_json::from_str(line).unwrap()).collect::<Vec<Value>>())
+            .collect()
+    }
+}
+
+/// Starts a receiver that answers 200 to any request and keeps its body; returns its base URL.
+async fn start_receiver(received: Received) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let app = axum::Router::new().fallback(move |uri: axum::http::Uri, body: String| {
+        let received = received.clone();
+        async move {
+            received.0.lock().unwrap().push((uri.path().to_owned(), body));
+            axum::http::StatusCode::OK
+        }
+    });
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    format!("http://{address}")
 }
 
 /// Returns every record of the sessions table's stream, oldest first.
@@ -358,7 +408,9 @@ async fn functions_answer_events_under_cargo_lambda_watch() {
     let sdk = sdk_config(&moto.endpoint);
     let names = prepare_stores(&sdk).await;
     let upstream = start_demo_upstream().await;
-    let watch = Watch::start(&moto, &names, &upstream);
+    let received = Received::default();
+    let receiver = start_receiver(received.clone()).await;
+    let watch = Watch::start(&moto, &names, &upstream, &receiver);
 
     let (status, body) = watch.call("apigw_v2_default_stage_toolcall.json").await;
     assert_eq!(status, 200, "HTTP API, $default stage: {body}");
@@ -382,7 +434,7 @@ async fn functions_answer_events_under_cargo_lambda_watch() {
 
     // AUDIT_WRITES defaults to `once` on Lambda, so an allowed call is one PutItem: one
     // INSERT and no MODIFY in the stream.
-    let (stream_arn, records) = stream_records(&sdk, &names.sessions_table).await;
+    let (_, records) = stream_records(&sdk, &names.sessions_table).await;
     let writes: Vec<&str> = records
         .iter()
         .filter(|record| partition_key(record) == Some("S#sess-http-default"))
@@ -390,20 +442,85 @@ async fn functions_answer_events_under_cargo_lambda_watch() {
         .collect();
     assert_eq!(writes, ["INSERT"], "stream records of one allowed call");
 
+    // A poison item: its `event` attribute is not an audit event, so its record can never be
+    // decoded. It must be reported alone, and the records around it must still go through.
+    let dynamodb = aws_sdk_dynamodb::Client::new(&sdk);
+    dynamodb
+        .put_item()
+        .table_name(&names.sessions_table)
+        .item("pk", aws_sdk_dynamodb::types::AttributeValue::S("S#poison".to_owned()))
+        .item("sk", aws_sdk_dynamodb::types::AttributeValue::S("E#poison".to_owned()))
+        .item("event", aws_sdk_dynamodb::types::AttributeValue::S("{not an audit event".to_owned()))
+        .send()
+        .await
+        .unwrap();
+    // Enough denied calls of one model to cross the default denial spike threshold of 10.
+    let denied: Vec<Value> = (0..12).map(|_| json!({"model_id": "gpt-4o", "session_id": "sess-spike", "tool_name": "calendar.delete_event", "input": {"event_id": "e1"}})).collect();
+    for body in &denied {
+        let (status, reply) = watch.call_body(body).await;
+        assert_eq!(status, 403, "a denied call: {reply}");
+    }
+
+    let (stream_arn, records) = stream_records(&sdk, &names.sessions_table).await;
+    let poison: Vec<&str> = records
+        .iter()
+        .filter(|record| partition_key(record) == Some("S#poison"))
+        .map(|record| record.dynamodb().unwrap().sequence_number().unwrap())
+        .collect();
     let response = watch.invoke("stream", &stream_event(&stream_arn, &records).to_string()).await;
     assert_eq!(
         response,
-        json!({ "batchItemFailures": [] }),
-        "the stream function decodes every item the toolcall function wrote"
+        json!({ "batchItemFailures": [{ "itemIdentifier": poison[0] }] }),
+        "only the poison record fails; every item the toolcall function wrote is decoded"
     );
-    let log = watch.process.log_text();
-    let audit_lines: Vec<&str> = log.lines().filter(|line| line.contains(r#""message":"audit event""#)).collect();
+
+    let forwarded: Vec<String> =
+        received.lines("/siem").iter().map(|line| line["session_id"].as_str().unwrap_or_default().to_owned()).collect();
     for session in ["sess-http-default", "sess-http-prod", "sess-rest-prod"] {
-        let pattern = format!(r#""session.id":"{session}""#);
-        assert!(
-            audit_lines.iter().any(|line| line.contains(&pattern)),
-            "no audit event line for session {session} in {}",
-            watch.process.log.display()
-        );
+        assert!(forwarded.iter().any(|forwarded| forwarded == session), "no forwarded event of session {session}");
     }
+    let spike_events = forwarded.iter().filter(|session| *session == "sess-spike").count();
+    assert_eq!(spike_events, denied.len(), "every denied call reached the SIEM, the ones after the poison record too");
+
+    // Lambda retries from the poison record on; after its retries the poison record goes to
+    // the dead-letter queue and the records after it are delivered again, without it. Only
+    // then are they counted, so that a retried record is never counted twice.
+    let position = records.iter().position(|record| partition_key(record) == Some("S#poison")).unwrap();
+    let retried = &records[position + 1..];
+    let response = watch.invoke("stream", &stream_event(&stream_arn, retried).to_string()).await;
+    assert_eq!(response, json!({ "batchItemFailures": [] }), "the records after the poison record go through");
+
+    // The anomalies are items of their own, which come back through the stream.
+    let (stream_arn, records) = stream_records(&sdk, &names.sessions_table).await;
+    let anomalies: Vec<Record> =
+        records.into_iter().filter(|record| partition_key(record).is_some_and(|key| key.starts_with("A#"))).collect();
+    let details: Vec<Value> = anomalies
+        .iter()
+        .map(|record| {
+            let image = record.dynamodb().unwrap().new_image().unwrap();
+            let event: Value = serde_json::from_str(image["event"].as_s().unwrap()).unwrap();
+            event["anomaly"].clone()
+        })
+        .collect();
+    let mut spikes: Vec<&str> = details
+        .iter()
+        .filter(|anomaly| anomaly["detector"] == "denial_spike")
+        .map(|anomaly| anomaly["scope"].as_str().unwrap())
+        .collect();
+    spikes.sort_unstable();
+    assert_eq!(spikes, ["all", "model", "session"], "one denial spike per model, session and overall: {details:?}");
+    assert!(
+        details.iter().any(|anomaly| anomaly["detector"] == "first_tool_use" && anomaly["subject"] == "gpt-4o"),
+        "the first allowed call of a tool by gpt-4o is an anomaly too: {details:?}"
+    );
+
+    let response = watch.invoke("stream", &stream_event(&stream_arn, &anomalies).to_string()).await;
+    assert_eq!(response, json!({ "batchItemFailures": [] }), "the anomaly records go through");
+    assert_eq!(received.lines("/hook").len(), anomalies.len(), "one webhook message per anomaly");
+    let forwarded_anomalies = received.lines("/siem").iter().filter(|line| line["kind"] == "anomaly").count();
+    assert_eq!(forwarded_anomalies, anomalies.len(), "the anomalies reach the SIEM too");
+
+    let counters = dynamodb.scan().table_name(names.counters_table.as_deref().unwrap()).send().await.unwrap();
+    assert!(counters.items().iter().all(|item| item.contains_key("ttl")), "every counter item expires");
+    assert!(!counters.items().is_empty(), "the detectors counted in the shared counters table");
 }

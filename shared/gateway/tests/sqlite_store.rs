@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use mcpsec_gateway::audit::{AuditEvent, EventKind, Outcome, Route};
-use mcpsec_gateway::store::sqlite::{AUDIT_LOG_FILE, DATABASE_FILE, SqliteStore};
+use mcpsec_gateway::store::sqlite::{AUDIT_LOG_FILE, DATABASE_FILE, Feed, SqliteStore};
 use mcpsec_gateway::store::{AuditStore, KeyStore, PolicyStore, StoreError};
 use mcpsec_policy::keys::hash_key;
 use mcpsec_policy::{Credential, ModelEntry, Scope};
@@ -36,7 +36,13 @@ fn data_dir(dir: &TempDir) -> std::path::PathBuf {
 fn model(model_id: &str, keys: &[&str], tools: &[&str]) -> Result<ModelEntry, Box<dyn Error>> {
     let credentials =
         keys.iter().map(|key| Credential { hash: hash_key(key), expires: None, revoked: false }).collect();
-    Ok(ModelEntry { model_id: model_id.to_owned(), credentials, scope: Scope::new(tools)?, revoked: false })
+    Ok(ModelEntry {
+        model_id: model_id.to_owned(),
+        credentials,
+        scope: Scope::new(tools)?,
+        revoked: false,
+        quarantined_until: None,
+    })
 }
 
 /// The fields of a model entry, which has no `PartialEq`.
@@ -596,5 +602,90 @@ async fn record_throughput() -> TestResult {
         let rate = measure_records(&dir.path().join(format!("tasks-{tasks}")), tasks, per_task).await?;
         println!("record: {tasks} tasks x {per_task} events: {rate:.0} events/s");
     }
+    Ok(())
+}
+
+/// The ids of outbox entries, in feed order.
+fn outbox_ids(entries: &[mcpsec_gateway::store::sqlite::OutboxEntry]) -> Vec<String> {
+    entries.iter().map(|entry| entry.event.event_id.clone()).collect()
+}
+
+#[tokio::test]
+async fn outbox_feeds_order_inserts_and_changes() -> TestResult {
+    let (_dir, store) = open_store()?;
+    let first = event("session-a", "gpt-4o", Outcome::Allow, T0);
+    let second = event("session-a", "gpt-4o", Outcome::Deny, T0 + Duration::seconds(1));
+    store.record(&first).await?;
+    store.record(&second).await?;
+    let mut completed = first.clone();
+    completed.reason = "allowed, and the upstream answered".to_owned();
+    store.record(&completed).await?;
+
+    let inserts = store.outbox(Feed::Inserts, 0, 10).await?;
+    assert_eq!(outbox_ids(&inserts), event_ids([&first, &second]), "each event once, in the order first stored");
+    assert_eq!(inserts.first().map(|entry| &entry.event), Some(&completed), "with its newest content");
+
+    let changes = store.outbox(Feed::Changes, 0, 10).await?;
+    assert_eq!(outbox_ids(&changes), event_ids([&second, &first]), "a replaced event moves to the end");
+    let after_second = changes.first().map(|entry| entry.position).ok_or("empty feed")?;
+    assert_eq!(outbox_ids(&store.outbox(Feed::Changes, after_second, 10).await?), event_ids([&first]));
+
+    let unchanged = completed.clone();
+    store.record(&unchanged).await?;
+    assert_eq!(store.outbox(Feed::Changes, 0, 10).await?.len(), 2, "the same content again is no change");
+    Ok(())
+}
+
+#[tokio::test]
+async fn outbox_alerts_feed_lists_anomalies_only() -> TestResult {
+    let (_dir, store) = open_store()?;
+    let call = event("session-a", "gpt-4o", Outcome::Deny, T0);
+    store.record(&call).await?;
+    let mut anomaly = event("session-a", "gpt-4o", Outcome::Alert, T0 + Duration::seconds(1));
+    anomaly.kind = EventKind::Anomaly;
+    anomaly.route = Route::Gateway;
+
+    assert!(store.record_new(&anomaly).await?);
+    assert!(!store.record_new(&anomaly).await?, "an anomaly id is stored once");
+
+    assert_eq!(outbox_ids(&store.outbox(Feed::Alerts, 0, 10).await?), event_ids([&anomaly]));
+    assert_eq!(outbox_ids(&store.outbox(Feed::Inserts, 0, 10).await?), event_ids([&call, &anomaly]));
+    Ok(())
+}
+
+#[tokio::test]
+async fn outbox_cursor_survives_reopening() -> TestResult {
+    let (dir, store) = open_store()?;
+    for seconds in 0..3 {
+        store.record(&event("session-a", "gpt-4o", Outcome::Allow, T0 + Duration::seconds(seconds))).await?;
+    }
+    assert_eq!(store.cursor("siem").await?, None, "a consumer starts without a position");
+    let entries = store.outbox(Feed::Changes, 0, 2).await?;
+    let handled = entries.last().map(|entry| entry.position).ok_or("empty feed")?;
+    store.save_cursor("siem", handled).await?;
+    store.close().await?;
+
+    let reopened = SqliteStore::open(&data_dir(&dir))?;
+    assert_eq!(reopened.cursor("siem").await?, Some(handled));
+    assert_eq!(reopened.outbox(Feed::Changes, handled, 10).await?.len(), 1, "only the unhandled event is left");
+    reopened.record(&event("session-b", "gpt-4o", Outcome::Deny, T0 + Duration::seconds(9))).await?;
+    let after = reopened.outbox(Feed::Changes, handled, 10).await?;
+    let positions: Vec<i64> = after.iter().map(|entry| entry.position).collect();
+    assert!(positions.windows(2).all(|pair| pair[0] < pair[1]), "positions keep growing after a restart");
+    Ok(())
+}
+
+#[tokio::test]
+async fn outbox_position_before_a_time_replays_from_it() -> TestResult {
+    let (_dir, store) = open_store()?;
+    let old = event("session-a", "gpt-4o", Outcome::Deny, T0);
+    let recent = event("session-a", "gpt-4o", Outcome::Deny, T0 + Duration::minutes(10));
+    store.record(&old).await?;
+    store.record(&recent).await?;
+
+    let position = store.position_before(Feed::Inserts, T0 + Duration::minutes(5)).await?;
+    assert_eq!(outbox_ids(&store.outbox(Feed::Inserts, position, 10).await?), event_ids([&recent]));
+    let end = store.position_before(Feed::Inserts, T0 + Duration::hours(1)).await?;
+    assert!(store.outbox(Feed::Inserts, end, 10).await?.is_empty(), "after the newest event the feed is empty");
     Ok(())
 }

@@ -16,7 +16,7 @@ use std::time::Duration as StdDuration;
 
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_sdk_dynamodb::config::{Credentials, SharedCredentialsProvider};
-use mcpsec_gateway::audit::{AuditEvent, EventKind, Outcome, Route, UpstreamOutcome};
+use mcpsec_gateway::audit::{Anomaly, AnomalyScope, AuditEvent, Detector, EventKind, Outcome, Route, UpstreamOutcome};
 use mcpsec_gateway::store::aws::setup::aws_init;
 use mcpsec_gateway::store::aws::{AwsNames, AwsStores};
 use mcpsec_gateway::store::sqlite::SqliteStore;
@@ -196,12 +196,57 @@ contract_tests!(
     recent_sessions_counts_calls_and_denials,
     recent_sessions_honours_limit,
     session_model_is_model_of_earliest_call,
+    anomaly_is_recorded_once_and_kept_out_of_calls,
+    alerts_list_newest_first_within_range,
+    quarantine_is_set_kept_and_lifted,
 );
+
+/// An anomaly event about `session_id`, with an id that depends only on `key`, as the
+/// detectors derive theirs.
+fn anomaly_event(key: &str, session_id: &str, time: OffsetDateTime) -> AuditEvent {
+    AuditEvent {
+        event_id: mcpsec_gateway::anomaly::window_anomaly_id(Detector::DenialSpike, AnomalyScope::Session, key, 0),
+        time,
+        session_id: session_id.to_owned(),
+        model_id: "gpt-4o".to_owned(),
+        key_id: None,
+        route: Route::Gateway,
+        tool_name: String::new(),
+        input: None,
+        decision: Outcome::Alert,
+        reason: format!("denial spike `{key}`"),
+        rule: Some("anomaly:denial_spike".to_owned()),
+        rules: Vec::new(),
+        shadow: None,
+        upstream: None,
+        latency_ms: 0.0,
+        kind: EventKind::Anomaly,
+        anomaly: Some(Anomaly {
+            detector: Detector::DenialSpike,
+            scope: AnomalyScope::Session,
+            subject: session_id.to_owned(),
+            observed: 11,
+            threshold: 10,
+            window_seconds: 120,
+            window_start: time,
+            baseline: None,
+            trigger_event_id: "0195f1a2-7c3d-7e4f-8a5b-6c7d8e9f0a1b".to_owned(),
+            tools: Vec::new(),
+            quarantined_until: None,
+        }),
+    }
+}
 
 fn model(model_id: &str, keys: &[&str], tools: &[&str]) -> Result<ModelEntry, Box<dyn Error>> {
     let credentials =
         keys.iter().map(|key| Credential { hash: hash_key(key), expires: None, revoked: false }).collect();
-    Ok(ModelEntry { model_id: model_id.to_owned(), credentials, scope: Scope::new(tools)?, revoked: false })
+    Ok(ModelEntry {
+        model_id: model_id.to_owned(),
+        credentials,
+        scope: Scope::new(tools)?,
+        revoked: false,
+        quarantined_until: None,
+    })
 }
 
 /// The fields of a model entry, which has no `PartialEq`.
@@ -546,6 +591,76 @@ mod cases {
         assert_eq!(oldest.last_seen, t0 + Duration::seconds(2));
         let newest = sessions.first().ok_or("no sessions listed")?;
         assert_eq!((newest.model_id.as_str(), newest.calls, newest.denied), ("claude", 1, 0));
+        Ok(())
+    }
+
+    pub(super) async fn anomaly_is_recorded_once_and_kept_out_of_calls(backend: &Backend) -> TestResult {
+        let t0 = t0();
+        let call = event("session-a", "gpt-4o", Outcome::Deny, t0);
+        backend.audit.record(&call).await?;
+        let anomaly = anomaly_event("session-a spike", "session-a", t0 + Duration::seconds(1));
+
+        assert!(backend.audit.record_new(&anomaly).await?, "the first write of an anomaly stores it");
+        let mut again = anomaly.clone();
+        again.time += Duration::seconds(5);
+        assert!(!backend.audit.record_new(&again).await?, "a second write with the same id stores nothing");
+
+        let alerts = backend.audit.alerts(t0 - Duration::hours(1), t0 + Duration::hours(1), 10).await?;
+        assert_eq!(alerts, vec![anomaly.clone()], "the alert is the first version, unchanged");
+        let trace = backend.audit.session_trace("session-a").await?;
+        assert_eq!(trace, vec![call.clone()], "a session's trace lists its calls, not its anomalies");
+        let sessions = backend.audit.recent_sessions(10).await?;
+        let counts: Vec<(&str, u64, u64)> =
+            sessions.iter().map(|session| (session.session_id.as_str(), session.calls, session.denied)).collect();
+        assert_eq!(counts, vec![("session-a", 1, 1)], "an anomaly is not a call of its session");
+        Ok(())
+    }
+
+    pub(super) async fn alerts_list_newest_first_within_range(backend: &Backend) -> TestResult {
+        let t0 = t0();
+        let stored: Vec<AuditEvent> = (0..4)
+            .map(|index| anomaly_event(&format!("spike {index}"), "session-b", t0 + Duration::seconds(index * 10)))
+            .collect();
+        for anomaly in &stored {
+            assert!(backend.audit.record_new(anomaly).await?);
+        }
+        backend.audit.record(&event("session-b", "gpt-4o", Outcome::Deny, t0 + Duration::seconds(15))).await?;
+
+        let alerts = backend.audit.alerts(t0 + Duration::seconds(5), t0 + Duration::seconds(30), 10).await?;
+        let ids: Vec<&str> = alerts.iter().map(|alert| alert.event_id.as_str()).collect();
+        let stored_ids: Vec<&str> = stored.iter().map(|anomaly| anomaly.event_id.as_str()).collect();
+        assert_eq!(
+            ids,
+            stored_ids.get(1..3).ok_or("too few")?.iter().rev().copied().collect::<Vec<_>>(),
+            "newest first, `until` excluded"
+        );
+
+        let newest = backend.audit.alerts(t0, t0 + Duration::hours(1), 1).await?;
+        assert_eq!(newest.first().map(|alert| alert.event_id.as_str()), stored_ids.last().copied());
+        Ok(())
+    }
+
+    pub(super) async fn quarantine_is_set_kept_and_lifted(backend: &Backend) -> TestResult {
+        backend.keys.put_model(&model("gpt-4o", &["key-1"], &["calendar.*"])?).await?;
+        let until = datetime!(2031-01-02 03:04:05 UTC);
+
+        assert!(backend.keys.set_quarantine("gpt-4o", Some(until)).await?);
+        let models = backend.keys.load_models().await?;
+        let stored = models.first().ok_or("no model")?;
+        assert_eq!(stored.quarantined_until, Some(until));
+        assert_eq!(fields(stored), fields(&model("gpt-4o", &["key-1"], &["calendar.*"])?), "credentials unchanged");
+
+        let mut rotated = stored.clone();
+        rotated.credentials.push(Credential { hash: hash_key("key-2"), expires: None, revoked: false });
+        backend.keys.put_model(&rotated).await?;
+        let kept = backend.keys.load_models().await?;
+        assert_eq!(kept.first().and_then(|entry| entry.quarantined_until), Some(until), "put_model keeps it");
+
+        assert!(backend.keys.set_quarantine("gpt-4o", None).await?);
+        let lifted = backend.keys.load_models().await?;
+        assert_eq!(lifted.first().and_then(|entry| entry.quarantined_until), None);
+        assert!(!backend.keys.set_quarantine("no-such-model", Some(until)).await?, "an unknown model is not created");
+        assert_eq!(backend.keys.load_models().await?.len(), 1);
         Ok(())
     }
 

@@ -107,6 +107,16 @@ pub struct ModelEntry {
     pub scope: Scope,
     /// A revoked model never authenticates, whatever its credentials.
     pub revoked: bool,
+    /// Until this instant the model's calls are denied, after an anomaly such as a denial
+    /// spike. It authenticates, so its denied calls are recorded under its id.
+    pub quarantined_until: Option<OffsetDateTime>,
+}
+
+impl ModelEntry {
+    /// Returns the end of the model's quarantine if it is still in force at `now`.
+    pub fn quarantine_at(&self, now: OffsetDateTime) -> Option<OffsetDateTime> {
+        self.quarantined_until.filter(|until| *until > now)
+    }
 }
 
 /// The reason a presented key was not accepted.
@@ -350,6 +360,7 @@ impl RawModel {
             credentials: vec![credential],
             scope: scope?,
             revoked: model.revoked,
+            quarantined_until: None,
         })
     }
 }

@@ -31,6 +31,10 @@
 //!     max_calls: 100
 //!     window: 1m                     # 1s to 7d: `30s`, `5m`, `1h`, `1d`
 //!     tools: ["*"]                   # optional, like models
+//! anomalies:                         # optional; thresholds of the anomaly detectors
+//!   denial_spike: {threshold: 10, window: 2m}
+//!   scope_probing: {distinct_tools: 5, window: 10m}
+//!   quarantine: 15m                  # optional; deny a model's calls after its denial spike
 //! ```
 //!
 //! A condition names a `path` and one or more tests, all of which must pass: `equals`,
@@ -64,6 +68,6 @@ pub use error::{LoadError, Position, Problem};
 pub use keys::{AuthError, Credential, KeySet, ModelEntry, Principal, Scope};
 pub use limits::{CallCounts, CountedLimit, LimitKey, NoCalls, WindowCounters};
 pub use policy::{
-    AnomalySettings, CallRateSpike, Decision, DenialSpike, Effect, Mode, Per, Policy, PolicyDocument, Request, RuleKind,
-    RuleMatch, ScopeProbing, Verdict, authorize,
+    AnomalySettings, CallRateSpike, Decision, DenialSpike, Effect, Mode, Per, Policy, PolicyDocument, Request,
+    RuleKind, RuleMatch, ScopeProbing, Verdict, authorize,
 };

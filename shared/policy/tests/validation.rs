@@ -52,6 +52,15 @@ fn invalid_policies_snapshot() {
         ("bad_match_glob", format!("{RULE}    when:\n      - path: /q\n        matches: '[z-a]'\n")),
         ("string_bound", format!("{RULE}    when:\n      - path: /q\n        gt: ten\n")),
         ("duplicate_key", "default: deny\ndefault: allow\n".to_owned()),
+        ("anomaly_zero_threshold", "anomalies:\n  denial_spike:\n    threshold: 0\n".to_owned()),
+        ("anomaly_bad_window", "anomalies:\n  scope_probing:\n    window: soon\n".to_owned()),
+        ("anomaly_factor_below_one", "anomalies:\n  call_rate_spike:\n    factor: 0.5\n".to_owned()),
+        ("anomaly_zero_baseline", "anomalies:\n  call_rate_spike:\n    baseline_windows: 0\n".to_owned()),
+        ("anomaly_unknown_detector", "anomalies:\n  brute_force:\n    threshold: 3\n".to_owned()),
+        (
+            "quarantine_without_denial_spike",
+            "anomalies:\n  denial_spike:\n    enabled: false\n  quarantine: 10m\n".to_owned(),
+        ),
         ("wrong_version", "version: 2\n".to_owned()),
         ("yes_is_not_a_mode", "mode: yes\n".to_owned()),
         ("syntax_error", "rules: [\n".to_owned()),
@@ -108,4 +117,24 @@ fn example_keys_are_valid() {
     let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/model_keys.yaml")).unwrap();
     let keys = mcpsec_policy::KeySet::from_yaml("examples/model_keys.yaml", &text).unwrap();
     assert_eq!(keys.len(), 2);
+}
+
+#[test]
+fn anomaly_settings_default_and_override() {
+    use std::time::Duration;
+
+    use mcpsec_policy::{AnomalySettings, DenialSpike};
+
+    let absent = Policy::from_yaml("p", "default: deny\n").unwrap();
+    assert_eq!(absent.anomalies(), &AnomalySettings::default());
+
+    let text = "anomalies:\n  denial_spike:\n    threshold: 3\n  call_rate_spike:\n    enabled: false\n  \
+                scope_probing:\n    distinct_tools: 2\n    window: 1m\n  first_tool_use: false\n  quarantine: 15m\n";
+    let settings = Policy::from_yaml("p", text).unwrap().anomalies().clone();
+    assert_eq!(settings.denial_spike, Some(DenialSpike { threshold: 3, window: Duration::from_secs(120) }));
+    assert_eq!(settings.call_rate_spike, None);
+    let probing = settings.scope_probing.unwrap();
+    assert_eq!((probing.distinct_tools, probing.window), (2, Duration::from_secs(60)));
+    assert!(!settings.first_tool_use);
+    assert_eq!(settings.quarantine, Some(Duration::from_secs(900)));
 }

@@ -95,6 +95,44 @@ async fn list_events(state: &AppState, query: AuditQuery) -> Result<Response, Ap
     Ok(Json(json!({"count": selected.len(), "truncated": truncated, "events": selected})).into_response())
 }
 
+/// Query of `GET /api/alerts`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct AlertsQuery {
+    since: Option<String>,
+    until: Option<String>,
+    limit: Option<usize>,
+}
+
+/// Range searched for alerts when the query sets no `since`: the last 7 days.
+const DEFAULT_ALERTS_RANGE: time::Duration = time::Duration::days(7);
+
+/// `GET /api/alerts?since=&until=&limit=`: the newest `limit` anomaly events of the range,
+/// newest first. `since` defaults to 7 days ago and `until` to now.
+pub(super) async fn alerts(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(query): Query<AlertsQuery>,
+) -> Response {
+    if let Some(rejection) = admin_rejection(&state, &headers) {
+        return rejection;
+    }
+    match list_alerts(&state, query).await {
+        Ok(response) => response,
+        Err(error) => error.into_response(),
+    }
+}
+
+async fn list_alerts(state: &AppState, query: AlertsQuery) -> Result<Response, ApiError> {
+    let until = parse_instant(query.until.as_deref(), "until")?.unwrap_or_else(OffsetDateTime::now_utc);
+    let since = parse_instant(query.since.as_deref(), "since")?
+        .unwrap_or(until.checked_sub(DEFAULT_ALERTS_RANGE).unwrap_or(until));
+    check_range(since, until)?;
+    let limit = check_limit(query.limit, DEFAULT_LIMIT, MAX_LIMIT)?;
+    let alerts = state.audit().alerts(since, until, limit).await.map_err(|error| ApiError::store(&error))?;
+    Ok(Json(json!({"count": alerts.len(), "alerts": alerts})).into_response())
+}
+
 /// Parses an optional RFC 3339 query value; the error names the parameter.
 pub(super) fn parse_instant(text: Option<&str>, name: &str) -> Result<Option<OffsetDateTime>, ApiError> {
     text.map(|text| parse_timestamp(text).map_err(|reason| bad_request(&format!("invalid `{name}`: {reason}"))))

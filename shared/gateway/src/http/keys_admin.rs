@@ -86,7 +86,13 @@ async fn create_model(state: &AppState, headers: &HeaderMap, body: Body) -> Resu
     // NOTE: the check above and the write below are not one transaction, so two admins
     // creating the same model at the same moment both succeed and the later write wins.
     let (key, credential) = new_credential(expires);
-    let entry = ModelEntry { model_id: request.model_id, credentials: vec![credential], scope, revoked: false };
+    let entry = ModelEntry {
+        model_id: request.model_id,
+        credentials: vec![credential],
+        scope,
+        revoked: false,
+        quarantined_until: None,
+    };
     let key_id = entry.credentials.last().map(Credential::key_id);
     store_model(state, headers, &entry, key_id.as_deref(), "model created").await?;
     Ok((StatusCode::CREATED, Json(with_key(&entry, &key))).into_response())
@@ -193,6 +199,34 @@ async fn revoke_key(state: &AppState, headers: &HeaderMap, model_id: &str, body:
     }
     store_model(state, headers, &entry, request.key_id.as_deref(), "model key revoked").await?;
     Ok(Json(model_json(&entry)).into_response())
+}
+
+/// `DELETE /api/keys/{model_id}/quarantine`: lifts the model's quarantine at once.
+pub(super) async fn lift_quarantine(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(model_id): Path<String>,
+) -> Response {
+    if let Some(rejection) = admin_rejection(&state, &headers) {
+        return rejection;
+    }
+    match state.stores().keys.set_quarantine(&model_id, None).await {
+        Ok(true) => {
+            state.invalidate().await;
+            tracing::info!(model.id = %model_id, admin.key_id = %admin_key_id(&headers), "model quarantine lifted");
+            match find_model(&state, &model_id).await {
+                Ok(entry) => Json(model_json(&entry)).into_response(),
+                Err(error) => error.into_response(),
+            }
+        }
+        Ok(false) => ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            &format!("model `{}` not found; list the models with GET /api/keys", model_id.escape_debug()),
+        )
+        .into_response(),
+        Err(error) => ApiError::store(&error).into_response(),
+    }
 }
 
 /// `PATCH /api/keys/{model_id}`: replaces the tools, or sets the expiry of every key
@@ -380,7 +414,14 @@ fn model_json(entry: &ModelEntry) -> Value {
             })
         })
         .collect();
-    json!({"model_id": entry.model_id, "tools": entry.scope.patterns(), "revoked": entry.revoked, "keys": keys})
+    let quarantined_until = entry.quarantined_until.and_then(|until| until.format(&Rfc3339).ok());
+    json!({
+        "model_id": entry.model_id,
+        "tools": entry.scope.patterns(),
+        "revoked": entry.revoked,
+        "quarantined_until": quarantined_until,
+        "keys": keys,
+    })
 }
 
 /// Returns the model's JSON with the new key, its id and a reminder that it is shown only once.

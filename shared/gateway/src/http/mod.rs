@@ -11,7 +11,7 @@ mod reply;
 mod rest;
 
 use axum::Router;
-use axum::routing::{get, patch, post};
+use axum::routing::{delete, get, patch, post};
 
 use crate::state::AppState;
 
@@ -22,12 +22,13 @@ pub fn model_routes() -> Router<AppState> {
         .route("/mcp", post(mcp::post).get(mcp::not_allowed).delete(mcp::not_allowed))
 }
 
-/// Admin routes for sessions and the audit trail.
+/// Admin routes for sessions, the audit trail and the alerts.
 pub fn session_routes() -> Router<AppState> {
     Router::new()
         .route("/api/session/{id}", get(admin::session))
         .route("/api/sessions", get(admin::sessions))
         .route("/api/audit", get(audit_admin::events))
+        .route("/api/alerts", get(audit_admin::alerts))
 }
 
 /// Policy routes: read, validate, save, versions, diff and rollback.
@@ -56,6 +57,7 @@ pub fn admin_routes() -> Router<AppState> {
         .route("/api/keys/{model_id}", patch(keys_admin::update))
         .route("/api/keys/{model_id}/rotate", post(keys_admin::rotate))
         .route("/api/keys/{model_id}/revoke", post(keys_admin::revoke))
+        .route("/api/keys/{model_id}/quarantine", delete(keys_admin::lift_quarantine))
 }
 
 /// Builds every route of the one-process gateway.

@@ -122,6 +122,28 @@ pub async fn http_state_from_env() -> Result<AppState, String> {
     Ok(AppState::new(stores, upstreams, settings.admin_key.as_deref(), sessions, options))
 }
 
+/// Builds the state that the stream function reads the policy and the stores through: the
+/// AWS stores of [`AwsNames::from_env`], `CACHE_TTL`, and no upstreams or sessions, which
+/// the stream function never uses.
+pub async fn stream_state_from_env() -> Result<AppState, String> {
+    let var = |name: &str| std::env::var(name).ok();
+    let names = AwsNames::from_env(var).map_err(|error| error.to_string())?;
+    let settings = Settings::from_env(var).map_err(|error| error.to_string())?;
+    let sdk_config = load_sdk_config().await;
+
+    let stores = Arc::new(AwsStores::new(&sdk_config, names));
+    let stores = Stores { keys: stores.clone(), policy: stores.clone(), audit: stores };
+    let unused_secret = uuid::Uuid::new_v4();
+    let sessions = SessionIssuer::new(unused_secret.as_bytes(), settings.session_ttl);
+    let options = Options {
+        audit_tool_input: settings.audit_tool_input,
+        max_body_bytes: settings.max_body_bytes,
+        cache_ttl: settings.cache_ttl,
+        audit_writes: settings.audit_writes,
+    };
+    Ok(AppState::new(stores, Upstreams::none(), None, sessions, options))
+}
+
 /// Wraps `router` into the service [`run_http`] runs, which matches routes on the path
 /// without the API Gateway stage.
 pub fn http_service(router: axum::Router) -> HttpService {

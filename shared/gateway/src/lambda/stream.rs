@@ -1,14 +1,25 @@
-//! The stream function: audit events from the DynamoDB stream of the sessions table to a sink.
+//! The stream function: audit events from the DynamoDB stream of the sessions table to the
+//! SIEM, the anomaly detectors and the alert webhook.
 //!
 //! Each new or replaced item of the sessions table carries one [`AuditEvent`] as JSON in its
-//! `event` attribute. [`handle_batch`] decodes the new image of every record and hands the
-//! event to an [`EventSink`]. A record that cannot be decoded, or that the sink fails on, is
-//! reported as a batch item failure. The event source mapping must enable
-//! `ReportBatchItemFailures`, and Lambda then retries the batch from the first failed record
-//! on, so events after it can reach the sink again. Receivers drop duplicates by
-//! [`AuditEvent::event_id`].
+//! `event` attribute. [`handle_batch`] decodes the new image of every record, then, in order:
+//!
+//! 1. hands every decoded event to the [`EventSink`] (the SIEM, or the log without one);
+//! 2. counts the tool calls of `INSERT` records in the anomaly detectors and stores the
+//!    anomalies they raise, which come back through the stream as events of their own;
+//! 3. posts each anomaly of an `INSERT` record to the alert webhook.
+//!
+//! A record fails when it cannot be decoded or a step fails on it; it is then reported as a
+//! batch item failure. The event source mapping enables `ReportBatchItemFailures`, so Lambda
+//! retries from the first failed record on, and after its retries sends the batch's
+//! description to the dead-letter queue. Records after a failed one are still forwarded, so
+//! one bad record does not hold the others back from the SIEM, which drops the duplicates of
+//! the retry by event id. Steps 2 and 3 only handle the records before the first failure,
+//! because the records from it on are delivered again: counting them now would count them
+//! twice.
 
 use std::convert::Infallible;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use aws_lambda_events::event::dynamodb::{Event, EventRecord};
@@ -17,54 +28,96 @@ use lambda_runtime::{LambdaEvent, service_fn};
 use serde_dynamo::AttributeValue;
 use time::format_description::well_known::Rfc3339;
 
+use crate::anomaly::DynamoCounters;
 use crate::audit::AuditEvent;
+use crate::pipeline::AnomalyRaiser;
+use crate::siem::{AlertWebhook, SiemForwarder, SiemSettings};
+use crate::state::AppState;
 
 /// Attribute of a sessions table item that contains the audit event as JSON.
 pub const EVENT_ATTRIBUTE: &str = "event";
 
-/// The error a sink returns for an event it could not take.
-pub type SinkError = Box<dyn std::error::Error + Send + Sync>;
+/// Why a sink did not take every event it was given.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SinkFailure {
+    /// How many events at the front were delivered.
+    pub delivered: usize,
+    /// What failed.
+    pub reason: String,
+}
 
 /// A destination for the audit events that the stream function reads.
 #[async_trait]
 pub trait EventSink: Send + Sync {
-    /// Delivers one event. An error makes its record a batch item failure, which Lambda
-    /// retries.
-    async fn deliver(&self, event: &AuditEvent) -> Result<(), SinkError>;
+    /// Delivers `events` in order. On failure, the events from
+    /// [`SinkFailure::delivered`] on are reported as batch item failures, which Lambda retries.
+    async fn deliver(&self, events: &[AuditEvent]) -> Result<(), SinkFailure>;
+}
+
+/// The SIEM as a sink.
+#[async_trait]
+impl EventSink for SiemForwarder {
+    async fn deliver(&self, events: &[AuditEvent]) -> Result<(), SinkFailure> {
+        self.forward(events).await.map_err(|error| SinkFailure { delivered: error.delivered, reason: error.reason })
+    }
 }
 
 /// A sink that logs each event as one structured `info` line with the target
-/// `mcpsec::audit`. It never fails. The tool input is left out of the line.
+/// `mcpsec::audit`, for a deployment without a SIEM. It never fails. The tool input is left
+/// out of the line.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct LogSink;
 
 #[async_trait]
 impl EventSink for LogSink {
-    async fn deliver(&self, event: &AuditEvent) -> Result<(), SinkError> {
-        let upstream_status = event.upstream.as_ref().map(|upstream| upstream.status.as_str());
-        let upstream_name = event.upstream.as_ref().map(|upstream| upstream.upstream.as_str());
-        let time = event.time.format(&Rfc3339).unwrap_or_default();
-        tracing::event!(
-            target: "mcpsec::audit",
-            tracing::Level::INFO,
-            event.id = %event.event_id,
-            event.time = %time,
-            session.id = %event.session_id,
-            model.id = %event.model_id,
-            key.id = event.key_id.as_deref(),
-            route = ?event.route,
-            tool.name = %event.tool_name,
-            decision = ?event.decision,
-            reason = %event.reason,
-            rule.id = event.rule.as_deref(),
-            rule.ids = ?event.rules,
-            upstream.name = upstream_name,
-            upstream.status = upstream_status,
-            latency_ms = event.latency_ms,
-            "audit event"
-        );
+    async fn deliver(&self, events: &[AuditEvent]) -> Result<(), SinkFailure> {
+        events.iter().for_each(log_event);
         Ok(())
     }
+}
+
+fn log_event(event: &AuditEvent) {
+    let upstream_status = event.upstream.as_ref().map(|upstream| upstream.status.as_str());
+    let upstream_name = event.upstream.as_ref().map(|upstream| upstream.upstream.as_str());
+    let time = event.time.format(&Rfc3339).unwrap_or_default();
+    tracing::event!(
+        target: "mcpsec::audit",
+        tracing::Level::INFO,
+        event.id = %event.event_id,
+        event.time = %time,
+        event.kind = ?event.kind,
+        session.id = %event.session_id,
+        model.id = %event.model_id,
+        key.id = event.key_id.as_deref(),
+        route = ?event.route,
+        tool.name = %event.tool_name,
+        decision = ?event.decision,
+        reason = %event.reason,
+        rule.id = event.rule.as_deref(),
+        rule.ids = ?event.rules,
+        upstream.name = upstream_name,
+        upstream.status = upstream_status,
+        latency_ms = event.latency_ms,
+        "audit event"
+    );
+}
+
+/// The anomaly detectors with the state that gives them the policy and the stores.
+pub struct Detection {
+    /// The detectors and their shared counters.
+    pub raiser: AnomalyRaiser,
+    /// The policy (for thresholds) and the stores (to store anomalies and quarantine models).
+    pub state: AppState,
+}
+
+/// Everything [`handle_batch`] sends events to.
+pub struct StreamPipeline {
+    /// Where every event goes.
+    pub sink: Box<dyn EventSink>,
+    /// The anomaly detectors; `None` turns detection off.
+    pub detection: Option<Detection>,
+    /// Where anomalies are posted; `None` turns alerts off.
+    pub webhook: Option<AlertWebhook>,
 }
 
 /// An error decoding the audit event of a stream record.
@@ -86,42 +139,154 @@ pub enum RecordError {
     InvalidEvent(#[from] serde_json::Error),
 }
 
-/// Hands the audit event of each record in `event` to `sink`, in order, and returns the
-/// records that failed.
+/// A decoded record.
+struct Decoded {
+    /// Index of the record in the batch.
+    index: usize,
+    event: AuditEvent,
+    /// Whether the item is new (`INSERT`) rather than a new version (`MODIFY`).
+    inserted: bool,
+}
+
+/// Runs the batch through `pipeline` and returns the records that failed.
 ///
 /// `REMOVE` records (such as deletions by the table's time to live) and `MODIFY` records
-/// without a new image are skipped. A record fails when it cannot be decoded or the sink
-/// returns an error; the records after it are still delivered. A failure is identified by
-/// the record's `SequenceNumber`, as Lambda expects for DynamoDB streams.
-pub async fn handle_batch(event: Event, sink: &dyn EventSink) -> DynamoDbEventResponse {
-    let mut response = DynamoDbEventResponse::default();
-    for record in &event.records {
-        let failed = match decode(record) {
+/// without a new image are skipped. A failure is identified by the record's
+/// `SequenceNumber`, as Lambda expects for DynamoDB streams.
+pub async fn handle_batch(event: Event, pipeline: &StreamPipeline) -> DynamoDbEventResponse {
+    let records = &event.records;
+    let mut failed = vec![false; records.len()];
+    let mut decoded = Vec::new();
+    for (index, record) in records.iter().enumerate() {
+        match decode(record) {
             Ok(None) => {
                 tracing::debug!(stream.event_id = %record.event_id, stream.event_name = %record.event_name, "stream record skipped");
-                false
             }
-            Ok(Some(audit)) => deliver(record, &audit, sink).await,
+            Ok(Some(event)) => decoded.push(Decoded { index, event, inserted: record.event_name == "INSERT" }),
             Err(error) => {
-                tracing::error!(stream.event_id = %record.event_id, stream.sequence_number = record.change.sequence_number.as_deref(), error = %error, "stream record could not be decoded");
-                true
+                tracing::error!(stream.event_id = %record.event_id, stream.sequence_number = record.change.sequence_number.as_deref(), error = %error, "stream record could not be decoded; it is retried and then sent to the dead-letter queue");
+                mark_failed(&mut failed, index);
             }
-        };
-        if failed {
-            let mut failure = DynamoDbBatchItemFailure::default();
-            failure.item_identifier = record.change.sequence_number.clone();
-            response.batch_item_failures.push(failure);
         }
+    }
+
+    forward(pipeline.sink.as_ref(), &decoded, &mut failed).await;
+
+    let first_failed = failed.iter().position(|failed| *failed).unwrap_or(records.len());
+    let settled: Vec<&Decoded> =
+        decoded.iter().filter(|record| record.index < first_failed && record.inserted).collect();
+    if let Some(detection) = &pipeline.detection {
+        detect(detection, &settled, &mut failed).await;
+    }
+    if let Some(webhook) = &pipeline.webhook {
+        alert(webhook, &settled, &mut failed).await;
+    }
+
+    let mut response = DynamoDbEventResponse::default();
+    for (record, _) in records.iter().zip(&failed).filter(|(_, failed)| **failed) {
+        let mut failure = DynamoDbBatchItemFailure::default();
+        failure.item_identifier = record.change.sequence_number.clone();
+        response.batch_item_failures.push(failure);
     }
     response
 }
 
-/// Runs [`handle_batch`] with `sink` under the Lambda runtime until the runtime stops the
-/// process.
-pub async fn run(sink: impl EventSink + 'static) -> Result<(), lambda_runtime::Error> {
-    let sink = &sink;
+fn mark_failed(failed: &mut [bool], index: usize) {
+    if let Some(flag) = failed.get_mut(index) {
+        *flag = true;
+    }
+}
+
+/// Hands every decoded event to the sink; the events it did not take fail their records.
+async fn forward(sink: &dyn EventSink, decoded: &[Decoded], failed: &mut [bool]) {
+    let events: Vec<AuditEvent> = decoded.iter().map(|record| record.event.clone()).collect();
+    if let Err(failure) = sink.deliver(&events).await {
+        tracing::error!(delivered = failure.delivered, pending = events.len().saturating_sub(failure.delivered), error = %failure.reason, "audit event sink failed; the records are retried");
+        for record in decoded.iter().skip(failure.delivered) {
+            mark_failed(failed, record.index);
+        }
+    }
+}
+
+/// Counts the settled tool calls; when that fails, every one of them fails, so that the
+/// retry counts them.
+async fn detect(detection: &Detection, settled: &[&Decoded], failed: &mut [bool]) {
+    let calls: Vec<AuditEvent> =
+        settled.iter().filter(|record| !record.event.is_anomaly()).map(|record| record.event.clone()).collect();
+    if calls.is_empty() {
+        return;
+    }
+    let result = match detection.state.policy().await {
+        Ok(policy) => {
+            let stores = detection.state.stores();
+            detection
+                .raiser
+                .process(policy.anomalies(), &calls, stores.audit.as_ref(), stores.keys.as_ref())
+                .await
+                .map_err(|error| error.to_string())
+        }
+        Err(error) => Err(error),
+    };
+    if let Err(error) = result {
+        tracing::error!(events = calls.len(), error = %error, "anomaly detection failed; the records are retried");
+        for record in settled.iter().filter(|record| !record.event.is_anomaly()) {
+            mark_failed(failed, record.index);
+        }
+    }
+}
+
+/// Posts the settled anomalies to the webhook, stopping at the first failure.
+async fn alert(webhook: &AlertWebhook, settled: &[&Decoded], failed: &mut [bool]) {
+    let mut failing = false;
+    for record in settled.iter().filter(|record| record.event.is_anomaly()) {
+        if failing {
+            mark_failed(failed, record.index);
+            continue;
+        }
+        if let Err(error) = webhook.send(&record.event).await {
+            tracing::error!(event.id = %record.event.event_id, error = %error, "alert webhook failed; the record is retried");
+            mark_failed(failed, record.index);
+            failing = true;
+        }
+    }
+}
+
+/// Builds the pipeline from the environment: `SIEM_*` (see [`SiemSettings`]),
+/// `ALERT_WEBHOOK_URL`, and the stores of the HTTP functions plus `COUNTERS_TABLE` for the
+/// detectors' shared counters. Without `COUNTERS_TABLE` detection is off.
+pub async fn pipeline_from_env() -> Result<StreamPipeline, String> {
+    let var = |name: &str| std::env::var(name).ok();
+    let sink: Box<dyn EventSink> = match SiemSettings::from_env(var).map_err(|error| error.to_string())? {
+        Some(settings) => Box::new(SiemForwarder::new(settings)?),
+        None => {
+            tracing::warn!("SIEM_URL is not set; audit events go to the log only");
+            Box::new(LogSink)
+        }
+    };
+    let webhook = AlertWebhook::from_env(var).map_err(|error| error.to_string())?;
+
+    let counters_table = var("COUNTERS_TABLE").map(|name| name.trim().to_owned()).filter(|name| !name.is_empty());
+    let detection = match counters_table {
+        Some(table) => {
+            let state = super::stream_state_from_env().await?;
+            let client = aws_sdk_dynamodb::Client::new(&crate::store::aws::setup::load_sdk_config().await);
+            let counters = DynamoCounters::new(client, table);
+            Some(Detection { raiser: AnomalyRaiser::new(Arc::new(counters)), state })
+        }
+        None => {
+            tracing::warn!("COUNTERS_TABLE is not set; anomaly detection is off");
+            None
+        }
+    };
+    Ok(StreamPipeline { sink, detection, webhook })
+}
+
+/// Runs [`handle_batch`] with `pipeline` under the Lambda runtime until the runtime stops
+/// the process.
+pub async fn run(pipeline: StreamPipeline) -> Result<(), lambda_runtime::Error> {
+    let pipeline = &pipeline;
     lambda_runtime::run(service_fn(|event: LambdaEvent<Event>| async move {
-        Ok::<_, Infallible>(handle_batch(event.payload, sink).await)
+        Ok::<_, Infallible>(handle_batch(event.payload, pipeline).await)
     }))
     .await
 }
@@ -140,16 +305,5 @@ fn decode(record: &EventRecord) -> Result<Option<AuditEvent>, RecordError> {
         None => Err(RecordError::MissingEvent),
         Some(AttributeValue::S(json)) => Ok(Some(serde_json::from_str(json)?)),
         Some(_) => Err(RecordError::EventNotString),
-    }
-}
-
-/// Delivers one event and returns whether it failed.
-async fn deliver(record: &EventRecord, event: &AuditEvent, sink: &dyn EventSink) -> bool {
-    match sink.deliver(event).await {
-        Ok(()) => false,
-        Err(error) => {
-            tracing::error!(stream.event_id = %record.event_id, event.id = %event.event_id, error = %error, "audit event sink failed; the record is retried");
-            true
-        }
     }
 }

@@ -76,6 +76,9 @@ pub trait KeyStore: Send + Sync {
     async fn put_model(&self, entry: &ModelEntry) -> Result<(), StoreError>;
     /// Returns whether no model is stored, for the import at the first start.
     async fn is_empty(&self) -> Result<bool, StoreError>;
+    /// Sets (`Some`) or lifts (`None`) a model's quarantine, leaving its credentials as they
+    /// are; returns whether the model exists.
+    async fn set_quarantine(&self, model_id: &str, until: Option<OffsetDateTime>) -> Result<bool, StoreError>;
 }
 
 /// Policy versions; the newest is in force.
@@ -107,11 +110,24 @@ pub trait AuditStore: Send + Sync {
     /// safe. With other content, such as the upstream outcome of a forwarded call, it
     /// replaces the stored version without counting the call twice.
     async fn record(&self, event: &AuditEvent) -> Result<(), StoreError>;
-    /// Returns every event of a session, oldest first.
+    /// Stores `event` only if no event with its id is stored, and returns whether it was new.
+    ///
+    /// Anomaly events have ids derived from what they report, so this write is what makes an
+    /// anomaly be raised once, however many processes detect it.
+    async fn record_new(&self, event: &AuditEvent) -> Result<bool, StoreError>;
+    /// Returns the newest `limit` anomaly events with `since <= time < until`, newest first.
+    async fn alerts(
+        &self,
+        since: OffsetDateTime,
+        until: OffsetDateTime,
+        limit: usize,
+    ) -> Result<Vec<AuditEvent>, StoreError>;
+    /// Returns every call of a session, oldest first; anomalies are listed by [`Self::alerts`].
     async fn session_trace(&self, session_id: &str) -> Result<Vec<AuditEvent>, StoreError>;
     /// Lists the most recently active sessions, newest first.
     async fn recent_sessions(&self, limit: usize) -> Result<Vec<SessionSummary>, StoreError>;
-    /// Returns the newest `limit` events with `since <= time < until`, oldest first.
+    /// Returns the newest `limit` calls with `since <= time < until`, oldest first, without
+    /// anomalies.
     ///
     /// To read an older page, call it again with `until` set to the time of the oldest
     /// event returned. The default fails, for a backend that cannot list events by time.

@@ -5,8 +5,9 @@ use std::time::Duration;
 
 use serde_saphyr::Spanned;
 
+use super::anomalies::{AnomalySettings, CallRateSpike, DenialSpike, ScopeProbing};
 use super::condition::{Condition, Test, check_pointer};
-use super::schema::{RawCondition, RawLimit, RawPolicy, RawRule};
+use super::schema::{RawAnomalies, RawCondition, RawLimit, RawPolicy, RawRule};
 use super::{Effect, Limit, Mode, Policy, Rule};
 use crate::error::{Position, Problem};
 use crate::glob::{Pattern, PatternIndex};
@@ -19,7 +20,14 @@ const SCHEMA_VERSION: u32 = 1;
 const MAX_WINDOW: Duration = Duration::from_secs(7 * 24 * 3600);
 
 pub(super) fn empty(default: Effect) -> Policy {
-    Policy { default, mode: Mode::Enforce, rules: Vec::new(), limits: Vec::new(), tool_index: PatternIndex::default() }
+    Policy {
+        default,
+        mode: Mode::Enforce,
+        rules: Vec::new(),
+        limits: Vec::new(),
+        tool_index: PatternIndex::default(),
+        anomalies: AnomalySettings::default(),
+    }
 }
 
 pub(super) fn compile(raw: RawPolicy) -> Result<Policy, Vec<Problem>> {
@@ -52,6 +60,11 @@ pub(super) fn compile(raw: RawPolicy) -> Result<Policy, Vec<Problem>> {
         }
     }
 
+    let anomalies = match raw.anomalies {
+        Some(section) => check_anomalies(section, &mut problems),
+        None => Some(AnomalySettings::default()),
+    };
+
     if !problems.is_empty() {
         problems.sort_by_key(|problem| problem.position.map(|p| (p.line, p.column)));
         return Err(problems);
@@ -70,7 +83,14 @@ pub(super) fn compile(raw: RawPolicy) -> Result<Policy, Vec<Problem>> {
         .collect();
 
     let default = raw.default.unwrap_or(Effect::Deny);
-    Ok(Policy { default, mode: raw.mode, rules, limits, tool_index: PatternIndex::new(tool_patterns) })
+    Ok(Policy {
+        default,
+        mode: raw.mode,
+        rules,
+        limits,
+        tool_index: PatternIndex::new(tool_patterns),
+        anomalies: anomalies.unwrap_or_default(),
+    })
 }
 
 fn check_unique_id(
@@ -171,6 +191,121 @@ fn check_limit(limit: Spanned<RawLimit>, field: &str, problems: &mut Vec<Problem
         tools,
         mode: raw.mode,
     })
+}
+
+/// Longest call-rate baseline, in windows; the counters keep one bucket per window.
+const MAX_BASELINE_WINDOWS: u32 = 1440;
+
+/// Validates the `anomalies` section; a detector without a field keeps its default value.
+fn check_anomalies(raw: RawAnomalies, problems: &mut Vec<Problem>) -> Option<AnomalySettings> {
+    let before = problems.len();
+    let defaults = AnomalySettings::default();
+
+    let denial_spike = match raw.denial_spike {
+        None => defaults.denial_spike,
+        Some(section) if section.enabled == Some(false) => None,
+        Some(section) => {
+            let base = DenialSpike::default();
+            let field = "anomalies.denial_spike";
+            Some(DenialSpike {
+                threshold: at_least_one(
+                    section.threshold.as_ref(),
+                    base.threshold,
+                    &format!("{field}.threshold"),
+                    problems,
+                ),
+                window: optional_window(section.window.as_ref(), base.window, &format!("{field}.window"), problems),
+            })
+        }
+    };
+
+    let call_rate_spike = match raw.call_rate_spike {
+        None => defaults.call_rate_spike,
+        Some(section) if section.enabled == Some(false) => None,
+        Some(section) => Some(check_call_rate(&section, problems)),
+    };
+
+    let scope_probing = match raw.scope_probing {
+        None => defaults.scope_probing,
+        Some(section) if section.enabled == Some(false) => None,
+        Some(section) => {
+            let base = ScopeProbing::default();
+            let field = "anomalies.scope_probing";
+            let distinct = &format!("{field}.distinct_tools");
+            Some(ScopeProbing {
+                distinct_tools: at_least_one(section.distinct_tools.as_ref(), base.distinct_tools, distinct, problems),
+                window: optional_window(section.window.as_ref(), base.window, &format!("{field}.window"), problems),
+            })
+        }
+    };
+
+    let quarantine = raw.quarantine.as_ref().and_then(|value| check_window(value, "anomalies.quarantine", problems));
+    if quarantine.is_some() && denial_spike.is_none() {
+        let message = "a quarantine follows a denial spike, so it needs the `denial_spike` detector; enable it or remove `quarantine`";
+        let position = raw.quarantine.as_ref().and_then(|value| position_of(value.referenced));
+        problems.push(Problem::new(position, "anomalies.quarantine", message));
+    }
+
+    (problems.len() == before).then_some(AnomalySettings {
+        denial_spike,
+        call_rate_spike,
+        scope_probing,
+        first_tool_use: raw.first_tool_use.unwrap_or(defaults.first_tool_use),
+        quarantine,
+    })
+}
+
+fn check_call_rate(section: &super::schema::RawCallRateSpike, problems: &mut Vec<Problem>) -> CallRateSpike {
+    let base = CallRateSpike::default();
+    let field = "anomalies.call_rate_spike";
+
+    let baseline_windows = match &section.baseline_windows {
+        Some(windows) if windows.value == 0 || windows.value > MAX_BASELINE_WINDOWS => {
+            let message = format!("`baseline_windows` must be between 1 and {MAX_BASELINE_WINDOWS}");
+            problems.push(Problem::new(position_of(windows.referenced), format!("{field}.baseline_windows"), message));
+            base.baseline_windows
+        }
+        Some(windows) => windows.value,
+        None => base.baseline_windows,
+    };
+    let factor = match &section.factor {
+        Some(factor) if !(factor.value.is_finite() && factor.value >= 1.0) => {
+            let message = format!("`factor` must be a number of at least 1, not {}", factor.value);
+            problems.push(Problem::new(position_of(factor.referenced), format!("{field}.factor"), message));
+            base.factor
+        }
+        Some(factor) => factor.value,
+        None => base.factor,
+    };
+
+    CallRateSpike {
+        window: optional_window(section.window.as_ref(), base.window, &format!("{field}.window"), problems),
+        baseline_windows,
+        factor,
+        min_calls: at_least_one(section.min_calls.as_ref(), base.min_calls, &format!("{field}.min_calls"), problems),
+    }
+}
+
+/// Returns the value, or `default` when absent; 0 is a problem, since every count would cross it.
+fn at_least_one(value: Option<&Spanned<u64>>, default: u64, field: &str, problems: &mut Vec<Problem>) -> u64 {
+    match value {
+        Some(value) if value.value == 0 => {
+            let message = "must be at least 1; to turn the detector off write `enabled: false`";
+            problems.push(Problem::new(position_of(value.referenced), field, message));
+            default
+        }
+        Some(value) => value.value,
+        None => default,
+    }
+}
+
+fn optional_window(
+    window: Option<&Spanned<String>>,
+    default: Duration,
+    field: &str,
+    problems: &mut Vec<Problem>,
+) -> Duration {
+    window.and_then(|window| check_window(window, field, problems)).unwrap_or(default)
 }
 
 fn check_window(window: &Spanned<String>, field: &str, problems: &mut Vec<Problem>) -> Option<Duration> {

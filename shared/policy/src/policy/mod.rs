@@ -28,6 +28,8 @@ pub struct Policy {
     limits: Vec<Limit>,
     /// Every rule's tool patterns; lookups return rule positions.
     tool_index: PatternIndex,
+    /// Thresholds of the anomaly detectors, which run off the call path.
+    anomalies: AnomalySettings,
 }
 
 /// A rule after validation.
@@ -119,6 +121,11 @@ impl Policy {
         ids.extend(self.limits.iter().map(|limit| limit.id.as_str()));
         ids.sort_unstable();
         ids
+    }
+
+    /// The thresholds of the anomaly detectors and the quarantine after a denial spike.
+    pub fn anomalies(&self) -> &AnomalySettings {
+        &self.anomalies
     }
 
     /// The longest window of any limit, for pruning counters; zero without limits.

@@ -66,6 +66,53 @@ pub(crate) struct RawPolicy {
     pub rules: Vec<Spanned<RawRule>>,
     #[serde(default)]
     pub limits: Vec<Spanned<RawLimit>>,
+    #[serde(default)]
+    pub anomalies: Option<RawAnomalies>,
+}
+
+/// The `anomalies` section; every field is optional and falls back to its default.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawAnomalies {
+    #[serde(default)]
+    pub denial_spike: Option<RawDenialSpike>,
+    #[serde(default)]
+    pub call_rate_spike: Option<RawCallRateSpike>,
+    #[serde(default)]
+    pub scope_probing: Option<RawScopeProbing>,
+    #[serde(default)]
+    pub first_tool_use: Option<bool>,
+    #[serde(default)]
+    pub quarantine: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawDenialSpike {
+    #[serde(default)]
+    pub enabled: Option<bool>,
+    pub threshold: Option<Spanned<u64>>,
+    pub window: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawCallRateSpike {
+    #[serde(default)]
+    pub enabled: Option<bool>,
+    pub window: Option<Spanned<String>>,
+    pub baseline_windows: Option<Spanned<u32>>,
+    pub factor: Option<Spanned<f64>>,
+    pub min_calls: Option<Spanned<u64>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawScopeProbing {
+    #[serde(default)]
+    pub enabled: Option<bool>,
+    pub distinct_tools: Option<Spanned<u64>>,
+    pub window: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -11,9 +11,10 @@ use time::{Date, OffsetDateTime, UtcOffset};
 
 use super::error::{Failure, Resource, unavailable};
 use super::layout::{
-    DAY, DECISION, EVENT, EVENT_PREFIX, MODEL_ID, PK, SESSION_ID, SESSION_PREFIX, SK, TIME, TIME_NS, TTL,
+    ALERT_DAY, ALERTS_INDEX, ANOMALY_PREFIX, DAY, DECISION, EVENT, EVENT_PREFIX, MODEL_ID, PK, SESSION_ID,
+    SESSION_PREFIX, SK, TIME, TIME_NS, TTL,
 };
-use crate::audit::{AuditEvent, Outcome};
+use crate::audit::AuditEvent;
 use crate::store::StoreError;
 
 /// Maximum length in bytes of a DynamoDB partition key.
@@ -56,6 +57,91 @@ pub(super) async fn record(
         Err(error) => Err(Failure::new(&error)
             .unavailable(&format!("store audit event `{}`", event.event_id), Resource::Table(table))),
     }
+}
+
+/// Stores `event` only if its key is free, and returns whether it was.
+pub(super) async fn record_new(
+    client: &Client,
+    table: &str,
+    retention: Option<Duration>,
+    event: &AuditEvent,
+) -> Result<bool, StoreError> {
+    let (item, _) = encode_event(event, retention)?;
+
+    let result = client
+        .put_item()
+        .table_name(table)
+        .set_item(Some(item))
+        .condition_expression("attribute_not_exists(#pk)")
+        .expression_attribute_names("#pk", PK)
+        .send()
+        .await;
+
+    match result {
+        Ok(_) => Ok(true),
+        Err(error) if error.as_service_error().is_some_and(|error| error.is_conditional_check_failed_exception()) => {
+            Ok(false)
+        }
+        Err(error) => Err(Failure::new(&error)
+            .unavailable(&format!("store new audit event `{}`", event.event_id), Resource::Table(table))),
+    }
+}
+
+/// Returns the newest `limit` anomaly events with `since <= time < until`, newest first,
+/// from the index of anomalies, one UTC day at a time from the day of `until` back, for at
+/// most `max_days` days.
+pub(super) async fn alerts(
+    client: &Client,
+    table: &str,
+    since: OffsetDateTime,
+    until: OffsetDateTime,
+    limit: usize,
+    max_days: u16,
+) -> Result<Vec<AuditEvent>, StoreError> {
+    let mut events = Vec::new();
+    if limit == 0 || since >= until {
+        return Ok(events);
+    }
+    let since_ns = clamp_nanos(since);
+    let last_ns = clamp_nanos(until).saturating_sub(1);
+    let first_day = since.to_offset(UtcOffset::UTC).date();
+    let mut day = until.to_offset(UtcOffset::UTC).date();
+
+    for _ in 0..max_days {
+        let key = day_key(day)?;
+        let operation = format!("list the anomalies of {key} through index `{ALERTS_INDEX}`");
+        let mut items = client
+            .query()
+            .table_name(table)
+            .index_name(ALERTS_INDEX)
+            .key_condition_expression("#day = :day AND #time_ns BETWEEN :since AND :last")
+            .expression_attribute_names("#day", ALERT_DAY)
+            .expression_attribute_names("#time_ns", TIME_NS)
+            .expression_attribute_values(":day", AttributeValue::S(key))
+            .expression_attribute_values(":since", AttributeValue::N(since_ns.to_string()))
+            .expression_attribute_values(":last", AttributeValue::N(last_ns.to_string()))
+            .scan_index_forward(false)
+            .into_paginator()
+            .items()
+            .send();
+        while events.len() < limit {
+            let Some(item) = items.next().await else { break };
+            let item = item.map_err(unavailable(&operation, Resource::Table(table)))?;
+            events.push(decode_event(&item)?);
+        }
+        if events.len() >= limit || day <= first_day {
+            break;
+        }
+        let Some(previous) = day.previous_day() else { break };
+        day = previous;
+    }
+    Ok(events)
+}
+
+/// Returns `time` in Unix nanoseconds, clamped to the range of `i64` that stored times use.
+fn clamp_nanos(time: OffsetDateTime) -> i64 {
+    let nanos = time.unix_timestamp_nanos().clamp(i128::from(i64::MIN), i128::from(i64::MAX));
+    i64::try_from(nanos).unwrap_or_default()
 }
 
 /// Returns the events of a session in the order of their ids, which are UUID v7 and so
@@ -104,17 +190,6 @@ pub(super) fn day_key(date: Date) -> Result<String, StoreError> {
         .map_err(|error| StoreError::Unavailable(format!("date {date} cannot be written as YYYY-MM-DD: {error}")))
 }
 
-/// Returns the name of a decision as serialized in events.
-pub(super) fn decision_name(decision: Outcome) -> &'static str {
-    match decision {
-        Outcome::Allow => "allow",
-        Outcome::Deny => "deny",
-        Outcome::Unauthorized => "unauthorized",
-        Outcome::Error => "error",
-        Outcome::Alert => "alert",
-    }
-}
-
 /// Encodes the item of `event`, and returns it with the event's JSON for the condition.
 fn encode_event(
     event: &AuditEvent,
@@ -140,16 +215,23 @@ fn encode_event(
     let day = day_key(event.time.to_offset(UtcOffset::UTC).date())?;
 
     let mut item = HashMap::from([
-        (PK.to_owned(), AttributeValue::S(session_partition(&event.session_id))),
         (SK.to_owned(), AttributeValue::S(format!("{EVENT_PREFIX}{id}"))),
         (EVENT.to_owned(), AttributeValue::S(json.clone())),
-        (SESSION_ID.to_owned(), AttributeValue::S(event.session_id.clone())),
         (MODEL_ID.to_owned(), AttributeValue::S(event.model_id.clone())),
-        (DECISION.to_owned(), AttributeValue::S(decision_name(event.decision).to_owned())),
+        (DECISION.to_owned(), AttributeValue::S(event.decision.as_str().to_owned())),
         (TIME.to_owned(), AttributeValue::S(time)),
         (TIME_NS.to_owned(), AttributeValue::N(time_ns.to_string())),
-        (DAY.to_owned(), AttributeValue::S(day)),
     ]);
+    if event.is_anomaly() {
+        // Not under the session's partition nor in the index by day: an anomaly is not a
+        // call, and session traces and listings count calls only.
+        item.insert(PK.to_owned(), AttributeValue::S(format!("{ANOMALY_PREFIX}{id}")));
+        item.insert(ALERT_DAY.to_owned(), AttributeValue::S(day));
+    } else {
+        item.insert(PK.to_owned(), AttributeValue::S(session_partition(&event.session_id)));
+        item.insert(SESSION_ID.to_owned(), AttributeValue::S(event.session_id.clone()));
+        item.insert(DAY.to_owned(), AttributeValue::S(day));
+    }
     if let Some(retention) = retention {
         item.insert(TTL.to_owned(), AttributeValue::N(expiry_seconds(event.time, retention).to_string()));
     }

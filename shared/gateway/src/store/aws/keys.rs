@@ -11,7 +11,7 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use super::error::{Resource, unavailable};
-use super::layout::{CREDENTIALS, EXPIRES, HASH, KEY_ID, MODEL_ID, REVOKED, TOOLS};
+use super::layout::{CREDENTIALS, EXPIRES, HASH, KEY_ID, MODEL_ID, QUARANTINED_UNTIL, REVOKED, TOOLS};
 use crate::store::StoreError;
 
 /// A DynamoDB item.
@@ -86,7 +86,48 @@ fn encode_model(entry: &ModelEntry) -> Result<Item, StoreError> {
         (TOOLS.to_owned(), AttributeValue::L(tools)),
         (REVOKED.to_owned(), AttributeValue::Bool(entry.revoked)),
         (CREDENTIALS.to_owned(), AttributeValue::L(credentials)),
-    ]))
+    ])
+    .into_iter()
+    .chain(entry.quarantined_until.map(|until| (QUARANTINED_UNTIL.to_owned(), AttributeValue::S(rfc3339(until)))))
+    .collect())
+}
+
+/// Formats an instant as RFC 3339; one that RFC 3339 cannot express (a year past 9999)
+/// becomes the greatest it can.
+fn rfc3339(time: OffsetDateTime) -> String {
+    time.format(&Rfc3339).unwrap_or_else(|_| "9999-12-31T23:59:59Z".to_owned())
+}
+
+/// Sets or removes the quarantine attribute of an existing model item.
+pub(super) async fn set_quarantine(
+    client: &Client,
+    table: &str,
+    model_id: &str,
+    until: Option<OffsetDateTime>,
+) -> Result<bool, StoreError> {
+    let request = client
+        .update_item()
+        .table_name(table)
+        .key(MODEL_ID, AttributeValue::S(model_id.to_owned()))
+        .condition_expression("attribute_exists(#model_id)")
+        .expression_attribute_names("#model_id", MODEL_ID)
+        .expression_attribute_names("#until", QUARANTINED_UNTIL);
+    let request = match until {
+        Some(until) => request
+            .update_expression("SET #until = :until")
+            .expression_attribute_values(":until", AttributeValue::S(rfc3339(until))),
+        None => request.update_expression("REMOVE #until"),
+    };
+
+    match request.send().await {
+        Ok(_) => Ok(true),
+        Err(error) if error.as_service_error().is_some_and(|error| error.is_conditional_check_failed_exception()) => {
+            Ok(false)
+        }
+        Err(error) => {
+            Err(unavailable(&format!("set the quarantine of model `{model_id}`"), Resource::Table(table))(error))
+        }
+    }
 }
 
 /// Encodes one credential: the hash of the key, never the key.
@@ -127,7 +168,16 @@ fn decode_model(item: &Item) -> Result<ModelEntry, StoreError> {
         .map(|value| decode_credential(model_id, value))
         .collect::<Result<_, _>>()?;
 
-    Ok(ModelEntry { model_id: model_id.clone(), credentials, scope, revoked })
+    let quarantined_until = item
+        .get(QUARANTINED_UNTIL)
+        .map(|value| {
+            let text = value.as_s().map_err(|_| corrupt(&format!("`{QUARANTINED_UNTIL}` is not a string")))?;
+            OffsetDateTime::parse(text, &Rfc3339)
+                .map_err(|error| corrupt(&format!("`{QUARANTINED_UNTIL}` `{text}` is not RFC 3339: {error}")))
+        })
+        .transpose()?;
+
+    Ok(ModelEntry { model_id: model_id.clone(), credentials, scope, revoked, quarantined_until })
 }
 
 fn decode_credential(model_id: &str, value: &AttributeValue) -> Result<Credential, StoreError> {

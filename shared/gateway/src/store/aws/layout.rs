@@ -12,6 +12,8 @@ pub(super) const CREDENTIALS: &str = "credentials";
 pub(super) const HASH: &str = "hash";
 /// Public id of a key.
 pub(super) const KEY_ID: &str = "key_id";
+/// End of a model's quarantine, RFC 3339.
+pub(super) const QUARANTINED_UNTIL: &str = "quarantined_until";
 /// Expiry of a key, RFC 3339.
 pub(super) const EXPIRES: &str = "expires";
 
@@ -34,6 +36,15 @@ pub(super) const DAY: &str = "day";
 /// Expiry of an event in Unix seconds, the table's time-to-live attribute.
 pub(super) const TTL: &str = "ttl";
 
+/// UTC date of an anomaly event, `YYYY-MM-DD`: the partition key of [`ALERTS_INDEX`]. Call
+/// items do not have it, so the index holds anomalies only.
+pub(super) const ALERT_DAY: &str = "alert_day";
+
+/// Prefix of the partition key of an anomaly event, followed by its event id. Anomaly ids
+/// are derived from what they report, so the key itself makes a second write of the same
+/// anomaly fail its condition.
+pub(super) const ANOMALY_PREFIX: &str = "A#";
+
 /// Prefix of the partition key of every event of a session.
 pub(super) const SESSION_PREFIX: &str = "S#";
 /// Prefix of the sort key of an event.
@@ -42,3 +53,7 @@ pub(super) const EVENT_PREFIX: &str = "E#";
 /// Global secondary index of the sessions table by day, newest first with a descending query.
 /// It projects the keys and [`SESSION_ID`].
 pub const BY_DAY_INDEX: &str = "by_day";
+
+/// Global secondary index of the sessions table over anomaly events, by UTC day and time.
+/// It projects every attribute, so listing alerts reads no items.
+pub const ALERTS_INDEX: &str = "alerts_by_day";

@@ -15,7 +15,11 @@
 //! when a retention is set with [`AwsStores::with_retention`], `ttl` (N, Unix seconds).
 //!
 //! The global secondary index [`BY_DAY_INDEX`] (partition `day`, sort `time_ns`, projecting
-//! `session_id`) finds the recently active sessions. The table's stream carries each new
+//! `session_id`) finds the recently active sessions.
+//!
+//! Anomaly events have partition key `A#<event_id>` instead, `alert_day` instead of `day`
+//! and no `session_id`, so they stay out of session traces and listings. The index
+//! [`ALERTS_INDEX`] (partition `alert_day`, sort `time_ns`, projecting all) lists them. The table's stream carries each new
 //! image to the SIEM function.
 //!
 //! [`AuditStore::record`] makes exactly one conditional `PutItem`, and no other write, so
@@ -51,7 +55,7 @@ use mcpsec_policy::ModelEntry;
 use time::OffsetDateTime;
 
 pub use self::events::MAX_RANGE_DAYS;
-pub use self::layout::BY_DAY_INDEX;
+pub use self::layout::{ALERTS_INDEX, BY_DAY_INDEX};
 use self::policy::PolicyObject;
 pub use self::sessions::{MAX_INDEX_ITEMS, RECENT_DAYS};
 use crate::audit::AuditEvent;
@@ -72,6 +76,9 @@ pub struct AwsNames {
     pub policy_bucket: String,
     /// Key of the policy object in the bucket (`POLICY_KEY`).
     pub policy_key: String,
+    /// DynamoDB table of the anomaly detectors' counters (`COUNTERS_TABLE`); only the
+    /// `stream` function uses it.
+    pub counters_table: Option<String>,
 }
 
 impl AwsNames {
@@ -86,11 +93,19 @@ impl AwsNames {
             sessions_table: sessions_table.into(),
             policy_bucket: policy_bucket.into(),
             policy_key: DEFAULT_POLICY_KEY.to_owned(),
+            counters_table: None,
         }
     }
 
-    /// Reads `KEYS_TABLE`, `SESSIONS_TABLE`, `POLICY_BUCKET` and the optional `POLICY_KEY`
-    /// through `var`, which returns a variable's value or `None`.
+    /// Names the counters table too.
+    #[must_use]
+    pub fn with_counters_table(mut self, table: impl Into<String>) -> Self {
+        self.counters_table = Some(table.into());
+        self
+    }
+
+    /// Reads `KEYS_TABLE`, `SESSIONS_TABLE`, `POLICY_BUCKET` and the optional `POLICY_KEY` and
+    /// `COUNTERS_TABLE` through `var`, which returns a variable's value or `None`.
     pub fn from_env(var: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let var = |name: &str| var(name).map(|value| value.trim().to_owned()).filter(|value| !value.is_empty());
         let required = |name: &'static str, what: &str| {
@@ -102,6 +117,7 @@ impl AwsNames {
             sessions_table: required("SESSIONS_TABLE", "DynamoDB table of sessions")?,
             policy_bucket: required("POLICY_BUCKET", "S3 bucket of policy versions")?,
             policy_key: var("POLICY_KEY").unwrap_or_else(|| DEFAULT_POLICY_KEY.to_owned()),
+            counters_table: var("COUNTERS_TABLE"),
         })
     }
 }
@@ -173,6 +189,10 @@ impl KeyStore for AwsStores {
     async fn is_empty(&self) -> Result<bool, StoreError> {
         keys::is_empty(&self.dynamodb, &self.names.keys_table).await
     }
+
+    async fn set_quarantine(&self, model_id: &str, until: Option<OffsetDateTime>) -> Result<bool, StoreError> {
+        keys::set_quarantine(&self.dynamodb, &self.names.keys_table, model_id, until).await
+    }
 }
 
 #[async_trait]
@@ -205,6 +225,20 @@ impl PolicyStore for AwsStores {
 impl AuditStore for AwsStores {
     async fn record(&self, event: &AuditEvent) -> Result<(), StoreError> {
         audit::record(&self.dynamodb, &self.names.sessions_table, self.retention, event).await
+    }
+
+    async fn record_new(&self, event: &AuditEvent) -> Result<bool, StoreError> {
+        audit::record_new(&self.dynamodb, &self.names.sessions_table, self.retention, event).await
+    }
+
+    /// Searches at most [`MAX_RANGE_DAYS`] UTC days, from the day of `until` back.
+    async fn alerts(
+        &self,
+        since: OffsetDateTime,
+        until: OffsetDateTime,
+        limit: usize,
+    ) -> Result<Vec<AuditEvent>, StoreError> {
+        audit::alerts(&self.dynamodb, &self.names.sessions_table, since, until, limit, MAX_RANGE_DAYS).await
     }
 
     async fn session_trace(&self, session_id: &str) -> Result<Vec<AuditEvent>, StoreError> {

@@ -7,7 +7,7 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use futures::{StreamExt, TryStreamExt, stream};
 use time::{Date, OffsetDateTime};
 
-use super::audit::{day_key, decision_name, session_partition};
+use super::audit::{day_key, session_partition};
 use super::error::{Resource, unavailable};
 use super::layout::{BY_DAY_INDEX, DAY, DECISION, MODEL_ID, PK, SESSION_ID, TIME_NS};
 use crate::audit::Outcome;
@@ -186,7 +186,7 @@ impl Call {
         let decision = item.get(DECISION).and_then(|value| value.as_s().ok()).ok_or_else(|| corrupt(DECISION))?;
         let model_id = item.get(MODEL_ID).and_then(|value| value.as_s().ok()).ok_or_else(|| corrupt(MODEL_ID))?;
 
-        Ok(Self { time_ns, denied: decision != decision_name(Outcome::Allow), model_id: model_id.clone() })
+        Ok(Self { time_ns, denied: decision != Outcome::Allow.as_str(), model_id: model_id.clone() })
     }
 }
 

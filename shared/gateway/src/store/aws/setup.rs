@@ -22,7 +22,7 @@ use aws_sdk_s3::types::{
 };
 
 use super::error::error_chain;
-use super::layout::{BY_DAY_INDEX, DAY, MODEL_ID, PK, SESSION_ID, SK, TIME_NS, TTL};
+use super::layout::{ALERT_DAY, ALERTS_INDEX, BY_DAY_INDEX, DAY, MODEL_ID, PK, SESSION_ID, SK, TIME_NS, TTL};
 use super::{AwsNames, s3_client};
 
 /// Maximum time to wait for a table to become active after a change.
@@ -47,8 +47,33 @@ pub async fn aws_init(sdk_config: &SdkConfig, names: &AwsNames) -> Result<Vec<St
 
     ensure_keys_table(&dynamodb, &names.keys_table, &mut lines).await?;
     ensure_sessions_table(&dynamodb, &names.sessions_table, &mut lines).await?;
+    if let Some(counters) = &names.counters_table {
+        lines.extend(ensure_counters_table(&dynamodb, counters).await?);
+    }
     let region = sdk_config.region().map(ToString::to_string);
     ensure_bucket(&s3, &names.policy_bucket, region.as_deref(), &mut lines).await?;
+    Ok(lines)
+}
+
+/// Creates the anomaly detectors' counters table unless it exists (partition key `pk`,
+/// on-demand capacity), waits until it is active and turns on its time to live on `ttl`.
+/// Returns one line for each thing created, changed or already right.
+///
+/// Safe to run again. Fails when the table exists with another key schema or its time to
+/// live is on another attribute.
+pub async fn ensure_counters_table(client: &aws_sdk_dynamodb::Client, table: &str) -> Result<Vec<String>, String> {
+    let mut lines = Vec::new();
+    let request = client
+        .create_table()
+        .table_name(table)
+        .billing_mode(BillingMode::PayPerRequest)
+        .attribute_definitions(attribute(PK, ScalarAttributeType::S)?)
+        .key_schema(key(PK, KeyType::Hash)?);
+    create_table(client, table, request, &mut lines).await?;
+
+    let description = describe_table(client, table).await?;
+    check_key_schema(&description, table, &[(PK, KeyType::Hash)])?;
+    ensure_ttl(client, table, &mut lines).await?;
     Ok(lines)
 }
 
@@ -82,13 +107,16 @@ async fn ensure_sessions_table(
         .key_schema(key(PK, KeyType::Hash)?)
         .key_schema(key(SK, KeyType::Range)?)
         .global_secondary_indexes(by_day_index()?)
+        .global_secondary_indexes(alerts_index()?)
         .stream_specification(new_image_stream()?);
     create_table(client, table, request, lines).await?;
 
     let description = describe_table(client, table).await?;
     check_key_schema(&description, table, &[(PK, KeyType::Hash), (SK, KeyType::Range)])?;
     ensure_stream(client, table, &description, lines).await?;
-    ensure_index(client, table, &description, lines).await?;
+    ensure_index(client, table, &description, by_day_index()?, lines).await?;
+    let description = describe_table(client, table).await?;
+    ensure_index(client, table, &description, alerts_index()?, lines).await?;
     ensure_ttl(client, table, lines).await
 }
 
@@ -177,19 +205,20 @@ async fn ensure_index(
     client: &aws_sdk_dynamodb::Client,
     table: &str,
     description: &TableDescription,
+    index: GlobalSecondaryIndex,
     lines: &mut Vec<String>,
 ) -> Result<(), String> {
-    let exists = description.global_secondary_indexes().iter().any(|index| index.index_name() == Some(BY_DAY_INDEX));
+    let name = index.index_name().to_owned();
+    let exists = description.global_secondary_indexes().iter().any(|existing| existing.index_name() == Some(&name));
     if exists {
-        lines.push(format!("table `{table}` already has index `{BY_DAY_INDEX}`"));
+        lines.push(format!("table `{table}` already has index `{name}`"));
         return Ok(());
     }
 
     let action = CreateGlobalSecondaryIndexAction::builder()
-        .index_name(BY_DAY_INDEX)
-        .key_schema(key(DAY, KeyType::Hash)?)
-        .key_schema(key(TIME_NS, KeyType::Range)?)
-        .projection(session_id_projection())
+        .index_name(&name)
+        .set_key_schema(Some(index.key_schema().to_vec()))
+        .set_projection(index.projection().cloned())
         .build()
         .map_err(request_error)?;
     client
@@ -199,9 +228,9 @@ async fn ensure_index(
         .global_secondary_index_updates(GlobalSecondaryIndexUpdate::builder().create(action).build())
         .send()
         .await
-        .map_err(|error| format!("failed to add index `{BY_DAY_INDEX}` to table `{table}`: {}", error_chain(&error)))?;
+        .map_err(|error| format!("failed to add index `{name}` to table `{table}`: {}", error_chain(&error)))?;
     lines.push(format!(
-        "added index `{BY_DAY_INDEX}` to table `{table}`; DynamoDB fills it from the existing items in the background"
+        "added index `{name}` to table `{table}`; DynamoDB fills it from the existing items in the background"
     ));
     wait_until_active(client, table).await
 }
@@ -358,8 +387,19 @@ fn session_attributes() -> Result<Vec<AttributeDefinition>, String> {
         attribute(PK, ScalarAttributeType::S)?,
         attribute(SK, ScalarAttributeType::S)?,
         attribute(DAY, ScalarAttributeType::S)?,
+        attribute(ALERT_DAY, ScalarAttributeType::S)?,
         attribute(TIME_NS, ScalarAttributeType::N)?,
     ])
+}
+
+fn alerts_index() -> Result<GlobalSecondaryIndex, String> {
+    GlobalSecondaryIndex::builder()
+        .index_name(ALERTS_INDEX)
+        .key_schema(key(ALERT_DAY, KeyType::Hash)?)
+        .key_schema(key(TIME_NS, KeyType::Range)?)
+        .projection(Projection::builder().projection_type(ProjectionType::All).build())
+        .build()
+        .map_err(request_error)
 }
 
 fn by_day_index() -> Result<GlobalSecondaryIndex, String> {

@@ -41,6 +41,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use mcpsec_policy::ModelEntry;
 use time::OffsetDateTime;
+use tokio::sync::Notify;
 
 use self::audit_log::AuditLog;
 use self::reader::ReaderPool;
@@ -67,6 +68,27 @@ pub const AUDIT_LOG_FILE: &str = "audit.log";
 pub struct SqliteStore {
     writer: WriterHandle,
     readers: Arc<ReaderPool>,
+    committed: Arc<Notify>,
+}
+
+/// An order in which the outbox lists audit events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Feed {
+    /// Every stored version of every event, in the order stored: what a SIEM receives.
+    Changes,
+    /// Each event once, in the order first stored: what the anomaly detector counts.
+    Inserts,
+    /// Anomaly events only, in the order first stored: what the alert webhook posts.
+    Alerts,
+}
+
+/// One audit event read from the outbox, with its position in the feed.
+#[derive(Debug, Clone)]
+pub struct OutboxEntry {
+    /// Position in the feed; save it with [`SqliteStore::save_cursor`] once handled.
+    pub position: i64,
+    /// The event as stored at that position.
+    pub event: AuditEvent,
 }
 
 impl SqliteStore {
@@ -83,8 +105,39 @@ impl SqliteStore {
         sync_dir(data_dir)?;
 
         let readers = Arc::new(ReaderPool::open(database)?);
-        let writer = WriterHandle::spawn(connection, log)?;
-        Ok(Self { writer, readers })
+        let committed = Arc::new(Notify::new());
+        let writer = WriterHandle::spawn(connection, log, Arc::clone(&committed))?;
+        Ok(Self { writer, readers, committed })
+    }
+
+    /// Returns up to `limit` events of `feed` after position `after`, in feed order.
+    pub async fn outbox(&self, feed: Feed, after: i64, limit: usize) -> Result<Vec<OutboxEntry>, StoreError> {
+        self.readers.read(move |connection| reader::outbox(connection, feed, after, limit)).await
+    }
+
+    /// Returns the position of `feed` before the first event stored at or after `since`,
+    /// so that reading from it replays the events since then.
+    pub async fn position_before(&self, feed: Feed, since: OffsetDateTime) -> Result<i64, StoreError> {
+        let since_ns = clamp_nanos(since);
+        self.readers.read(move |connection| reader::position_before(connection, feed, since_ns)).await
+    }
+
+    /// Returns the saved position of an outbox consumer, or `None` before its first save.
+    pub async fn cursor(&self, consumer: &str) -> Result<Option<i64>, StoreError> {
+        let consumer = consumer.to_owned();
+        self.readers.read(move |connection| reader::cursor(connection, &consumer)).await
+    }
+
+    /// Saves how far an outbox consumer got, durably.
+    pub async fn save_cursor(&self, consumer: &str, position: i64) -> Result<(), StoreError> {
+        let consumer = consumer.to_owned();
+        self.writer.request(|reply| Command::SaveCursor { consumer, position, reply }).await
+    }
+
+    /// The signal raised after each commit of audit events. Wait on it between outbox reads,
+    /// with a timeout, since a signal raised while nobody waits is not kept.
+    pub fn committed(&self) -> Arc<Notify> {
+        Arc::clone(&self.committed)
     }
 
     /// Writes every queued command, stops the writer thread and closes the database.
@@ -92,7 +145,7 @@ impl SqliteStore {
     /// Fails when the writer thread panicked or could not be waited for. Callers still waiting
     /// then receive [`StoreError::Unavailable`].
     pub async fn close(self) -> Result<(), StoreError> {
-        let Self { writer, readers } = self;
+        let Self { writer, readers, .. } = self;
         drop(readers);
         writer.close().await
     }
@@ -150,6 +203,14 @@ impl KeyStore for SqliteStore {
     async fn is_empty(&self) -> Result<bool, StoreError> {
         self.readers.read(reader::has_no_models).await
     }
+
+    async fn set_quarantine(&self, model_id: &str, until: Option<OffsetDateTime>) -> Result<bool, StoreError> {
+        let until = until
+            .map(|until| rows::format_time(until, &format!("quarantine end of model `{model_id}`")))
+            .transpose()?;
+        let model_id = model_id.to_owned();
+        self.writer.request(|reply| Command::Quarantine { model_id, until, reply }).await
+    }
 }
 
 #[async_trait]
@@ -189,6 +250,22 @@ impl AuditStore for SqliteStore {
     async fn record(&self, event: &AuditEvent) -> Result<(), StoreError> {
         let row = EventRow::encode(event)?;
         self.writer.request(|reply| Command::Record { row, reply }).await
+    }
+
+    async fn record_new(&self, event: &AuditEvent) -> Result<bool, StoreError> {
+        let row = EventRow::encode(event)?;
+        self.writer.request(|reply| Command::RecordNew { row, reply }).await
+    }
+
+    async fn alerts(
+        &self,
+        since: OffsetDateTime,
+        until: OffsetDateTime,
+        limit: usize,
+    ) -> Result<Vec<AuditEvent>, StoreError> {
+        let since_ns = clamp_nanos(since);
+        let until_ns = clamp_nanos(until);
+        self.readers.read(move |connection| reader::alerts(connection, since_ns, until_ns, limit)).await
     }
 
     async fn session_trace(&self, session_id: &str) -> Result<Vec<AuditEvent>, StoreError> {

@@ -7,7 +7,7 @@ use mcpsec_policy::ModelEntry;
 use rusqlite::{Connection, OptionalExtension, Row};
 
 use super::rows::{CredentialRow, ModelRows, SessionRow, VersionRow, decode_event};
-use super::{schema, sqlite_error};
+use super::{Feed, OutboxEntry, schema, sqlite_error};
 use crate::audit::AuditEvent;
 use crate::store::{PolicyVersion, SessionSummary, StoreError};
 
@@ -72,7 +72,7 @@ pub(super) fn load_models(connection: &Connection) -> Result<Vec<ModelEntry>, St
 /// Reads models joined with their credentials and groups the rows by model.
 fn query_models(connection: &Connection) -> rusqlite::Result<Vec<ModelRows>> {
     let mut statement = connection.prepare_cached(
-        "SELECT m.model_id, m.tools, m.revoked, c.key_hash, c.key_id, c.expires, c.revoked
+        "SELECT m.model_id, m.tools, m.revoked, c.key_hash, c.key_id, c.expires, c.revoked, m.quarantined_until
          FROM models AS m LEFT JOIN credentials AS c ON c.model_id = m.model_id
          ORDER BY m.model_id, c.position",
     )?;
@@ -88,6 +88,7 @@ fn query_models(connection: &Connection) -> rusqlite::Result<Vec<ModelRows>> {
                 model_id,
                 tools: row.get(1)?,
                 revoked: row.get(2)?,
+                quarantined_until: row.get(7)?,
                 credentials: credential.into_iter().collect(),
             }),
         }
@@ -166,8 +167,9 @@ pub(super) fn session_trace(connection: &Connection, session_id: &str) -> Result
 }
 
 fn query_trace(connection: &Connection, session_id: &str) -> rusqlite::Result<Vec<(String, String)>> {
-    let mut statement =
-        connection.prepare_cached("SELECT event_id, event FROM audit_events WHERE session_id = ?1 ORDER BY seq")?;
+    let mut statement = connection.prepare_cached(
+        "SELECT event_id, event FROM audit_events WHERE session_id = ?1 AND decision <> 'alert' ORDER BY seq",
+    )?;
     statement.query_map([session_id], |row| Ok((row.get(0)?, row.get(1)?)))?.collect()
 }
 
@@ -219,8 +221,82 @@ fn query_events_between(
     let mut statement = connection.prepare_cached(
         "SELECT event_id, event FROM (
              SELECT seq, time_ns, event_id, event FROM audit_events
-             WHERE time_ns >= ?1 AND time_ns < ?2 ORDER BY time_ns DESC, seq DESC LIMIT ?3
+             WHERE time_ns >= ?1 AND time_ns < ?2 AND decision <> 'alert'
+             ORDER BY time_ns DESC, seq DESC LIMIT ?3
          ) ORDER BY time_ns, seq",
     )?;
     statement.query_map([since_ns, until_ns, limit], |row| Ok((row.get(0)?, row.get(1)?)))?.collect()
+}
+
+/// Returns the newest `limit` anomaly events with `since_ns <= time_ns < until_ns`, newest first.
+pub(super) fn alerts(
+    connection: &Connection,
+    since_ns: i64,
+    until_ns: i64,
+    limit: usize,
+) -> Result<Vec<AuditEvent>, StoreError> {
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let rows: rusqlite::Result<Vec<(String, String)>> = (|| {
+        let mut statement = connection.prepare_cached(
+            "SELECT event_id, event FROM audit_events
+             WHERE decision = 'alert' AND time_ns >= ?1 AND time_ns < ?2
+             ORDER BY time_ns DESC, seq DESC LIMIT ?3",
+        )?;
+        statement.query_map([since_ns, until_ns, limit], |row| Ok((row.get(0)?, row.get(1)?)))?.collect()
+    })();
+    let rows = rows.map_err(sqlite_error("failed to list anomaly events"))?;
+    rows.iter().map(|(event_id, json)| decode_event(event_id, json)).collect()
+}
+
+/// Returns up to `limit` events after position `after` of `feed`.
+pub(super) fn outbox(
+    connection: &Connection,
+    feed: Feed,
+    after: i64,
+    limit: usize,
+) -> Result<Vec<OutboxEntry>, StoreError> {
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let sql = match feed {
+        Feed::Changes => {
+            "SELECT change_seq, event_id, event FROM audit_events WHERE change_seq > ?1 ORDER BY change_seq LIMIT ?2"
+        }
+        Feed::Inserts => "SELECT seq, event_id, event FROM audit_events WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+        Feed::Alerts => {
+            "SELECT seq, event_id, event FROM audit_events WHERE decision = 'alert' AND seq > ?1 ORDER BY seq LIMIT ?2"
+        }
+    };
+    let rows: rusqlite::Result<Vec<(i64, String, String)>> = (|| {
+        let mut statement = connection.prepare_cached(sql)?;
+        statement.query_map([after, limit], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?.collect()
+    })();
+    let rows = rows.map_err(sqlite_error("failed to read the audit outbox"))?;
+    rows.into_iter()
+        .map(|(position, event_id, json)| Ok(OutboxEntry { position, event: decode_event(&event_id, &json)? }))
+        .collect()
+}
+
+/// Returns the position of `feed` just before the first event stored at or after `since_ns`,
+/// or the last position when there is none.
+pub(super) fn position_before(connection: &Connection, feed: Feed, since_ns: i64) -> Result<i64, StoreError> {
+    let sql = match feed {
+        Feed::Changes => {
+            "SELECT coalesce((SELECT min(change_seq) FROM audit_events WHERE time_ns >= ?1) - 1,
+                             (SELECT max(change_seq) FROM audit_events), 0)"
+        }
+        Feed::Inserts | Feed::Alerts => {
+            "SELECT coalesce((SELECT min(seq) FROM audit_events WHERE time_ns >= ?1) - 1,
+                             (SELECT max(seq) FROM audit_events), 0)"
+        }
+    };
+    connection
+        .query_row(sql, [since_ns], |row| row.get(0))
+        .map_err(sqlite_error("failed to find a position in the audit outbox"))
+}
+
+/// Returns the saved position of an outbox consumer.
+pub(super) fn cursor(connection: &Connection, consumer: &str) -> Result<Option<i64>, StoreError> {
+    connection
+        .query_row("SELECT position FROM outbox_cursors WHERE consumer = ?1", [consumer], |row| row.get(0))
+        .optional()
+        .map_err(sqlite_error(format!("failed to read the outbox position of `{consumer}`")))
 }

@@ -42,21 +42,10 @@ impl EventRow {
             session_id: event.session_id.clone(),
             model_id: event.model_id.clone(),
             time_ns,
-            decision: decision_name(event.decision),
+            decision: event.decision.as_str(),
             denied: event.decision != Outcome::Allow,
             json,
         })
-    }
-}
-
-/// Returns the name of a decision as serialized in events.
-fn decision_name(decision: Outcome) -> &'static str {
-    match decision {
-        Outcome::Allow => "allow",
-        Outcome::Deny => "deny",
-        Outcome::Unauthorized => "unauthorized",
-        Outcome::Error => "error",
-        Outcome::Alert => "alert",
     }
 }
 
@@ -72,6 +61,8 @@ pub(super) struct ModelRows {
     /// The tool patterns as a JSON list of strings.
     pub(super) tools: String,
     pub(super) revoked: bool,
+    /// RFC 3339.
+    pub(super) quarantined_until: Option<String>,
     /// In the model's order.
     pub(super) credentials: Vec<CredentialRow>,
 }
@@ -98,7 +89,12 @@ impl ModelRows {
             .map(|credential| CredentialRow::encode(model_id, credential))
             .collect::<Result<_, _>>()?;
 
-        Ok(Self { model_id: model_id.clone(), tools, revoked: entry.revoked, credentials })
+        let quarantined_until = entry
+            .quarantined_until
+            .map(|until| format_time(until, &format!("quarantine end of model `{model_id}`")))
+            .transpose()?;
+
+        Ok(Self { model_id: model_id.clone(), tools, revoked: entry.revoked, quarantined_until, credentials })
     }
 
     /// Rebuilds the model entry, compiling its scope again.
@@ -111,7 +107,16 @@ impl ModelRows {
             .map_err(|error| corrupt_model(&model_id, &format!("invalid tool patterns: {error}")))?;
         let credentials = self.credentials.into_iter().map(|row| row.decode(&model_id)).collect::<Result<_, _>>()?;
 
-        Ok(ModelEntry { model_id, credentials, scope, revoked: self.revoked })
+        let quarantined_until = self
+            .quarantined_until
+            .map(|text| {
+                OffsetDateTime::parse(&text, &Rfc3339).map_err(|error| {
+                    corrupt_model(&model_id, &format!("quarantine end `{text}` is not RFC 3339: {error}"))
+                })
+            })
+            .transpose()?;
+
+        Ok(ModelEntry { model_id, credentials, scope, revoked: self.revoked, quarantined_until })
     }
 }
 

@@ -13,7 +13,7 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Schema migrations in order, each with the `user_version` that it brings the database to.
 /// Append new migrations and never edit a released one.
-const MIGRATIONS: &[(i64, &str)] = &[(1, SCHEMA_V1), (2, SCHEMA_V2)];
+const MIGRATIONS: &[(i64, &str)] = &[(1, SCHEMA_V1), (2, SCHEMA_V2), (3, SCHEMA_V3)];
 
 /// The first schema.
 ///
@@ -73,6 +73,28 @@ CREATE INDEX sessions_by_last_seen ON sessions (last_seen_ns DESC, session_id);
 /// An index of audit events by time, for listing the events of a time range.
 const SCHEMA_V2: &str = "
 CREATE INDEX audit_events_by_time ON audit_events (time_ns, seq);
+";
+
+/// The outbox: a change sequence over audit events, and the positions of its consumers.
+///
+/// `seq` numbers events in the order they were first stored; `change_seq` numbers every
+/// stored version, so an event replaced by a newer version moves to the end of the change
+/// order. The SIEM forwarder follows `change_seq`, the anomaly detector follows `seq`, and
+/// each saves how far it got in `outbox_cursors`. A model may be quarantined until an
+/// instant (RFC 3339 text, like expiries). Anomalies (`decision = 'alert'`) get a
+/// partial index for the alerts listing.
+const SCHEMA_V3: &str = "
+ALTER TABLE audit_events ADD COLUMN change_seq INTEGER;
+UPDATE audit_events SET change_seq = seq;
+CREATE UNIQUE INDEX audit_events_by_change ON audit_events (change_seq);
+CREATE INDEX audit_events_alerts ON audit_events (time_ns, seq) WHERE decision = 'alert';
+
+ALTER TABLE models ADD COLUMN quarantined_until TEXT;
+
+CREATE TABLE outbox_cursors (
+    consumer TEXT PRIMARY KEY NOT NULL,
+    position INTEGER NOT NULL
+) STRICT;
 ";
 
 /// Opens the connection that performs every write, and migrates the schema.

@@ -1,11 +1,12 @@
 //! The writer thread: the only connection that writes, fed by a queue.
 
 use std::mem;
+use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 use time::OffsetDateTime;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot};
 
 use super::audit_log::AuditLog;
 use super::rows::{EventRow, ModelRows, format_time, version_id};
@@ -29,6 +30,12 @@ pub(super) enum Command {
     PutModel { rows: ModelRows, reply: Reply<()> },
     /// Saves a policy version if the newest is still the base version.
     SavePolicy { request: SaveRequest, reply: Reply<PolicyVersion> },
+    /// Stores one audit event unless its id is stored; answers whether it was new.
+    RecordNew { row: EventRow, reply: Reply<bool> },
+    /// Sets or clears a model's quarantine; answers whether the model exists.
+    Quarantine { model_id: String, until: Option<String>, reply: Reply<bool> },
+    /// Saves how far an outbox consumer got.
+    SaveCursor { consumer: String, position: i64, reply: Reply<()> },
 }
 
 /// The arguments of [`crate::store::PolicyStore::save`].
@@ -48,9 +55,12 @@ pub(super) struct WriterHandle {
 impl WriterHandle {
     /// Starts the writer thread, which owns `connection` and `log` until the handle is
     /// dropped or closed.
-    pub(super) fn spawn(connection: Connection, log: AuditLog) -> Result<Self, StoreError> {
+    pub(super) fn spawn(connection: Connection, log: AuditLog, committed: Arc<Notify>) -> Result<Self, StoreError> {
         let (commands, queue) = mpsc::channel(QUEUE_CAPACITY);
-        let writer = Writer { connection, log };
+        let last_change: i64 = connection
+            .query_row("SELECT coalesce(max(change_seq), 0) FROM audit_events", [], |row| row.get(0))
+            .map_err(sqlite_error("failed to read the last change of the audit events"))?;
+        let writer = Writer { connection, log, next_change: last_change.saturating_add(1), committed };
 
         let thread = std::thread::Builder::new()
             .name("sqlite-writer".to_owned())
@@ -89,6 +99,11 @@ fn writer_stopped() -> StoreError {
 struct Writer {
     connection: Connection,
     log: AuditLog,
+    /// The `change_seq` of the next stored event version. Only this thread writes, and it
+    /// commits in order, so a reader never sees a change appear below one it has read.
+    next_change: i64,
+    /// Woken after each commit of audit events, for the outbox consumers.
+    committed: Arc<Notify>,
 }
 
 impl Writer {
@@ -114,6 +129,22 @@ impl Writer {
                     self.commit_records(mem::take(&mut records));
                     answer(reply, save_policy(&mut self.connection, &request));
                 }
+                Command::RecordNew { row, reply } => {
+                    self.commit_records(mem::take(&mut records));
+                    let result = write_new_event(&mut self.connection, &mut self.log, &row, &mut self.next_change);
+                    if matches!(result, Ok(true)) {
+                        self.committed.notify_waiters();
+                    }
+                    answer(reply, result);
+                }
+                Command::Quarantine { model_id, until, reply } => {
+                    self.commit_records(mem::take(&mut records));
+                    answer(reply, set_quarantine(&self.connection, &model_id, until.as_deref()));
+                }
+                Command::SaveCursor { consumer, position, reply } => {
+                    self.commit_records(mem::take(&mut records));
+                    answer(reply, save_cursor(&self.connection, &consumer, position));
+                }
             }
         }
         self.commit_records(records);
@@ -127,7 +158,10 @@ impl Writer {
         }
 
         let (rows, replies): (Vec<_>, Vec<_>) = records.into_iter().unzip();
-        let result = write_events(&mut self.connection, &mut self.log, &rows);
+        let result = write_events(&mut self.connection, &mut self.log, &rows, &mut self.next_change);
+        if result.is_ok() {
+            self.committed.notify_waiters();
+        }
         for reply in replies {
             answer(reply, result.as_ref().copied().map_err(copy_error));
         }
@@ -165,19 +199,97 @@ fn copy_error(error: &StoreError) -> StoreError {
 /// The log is synced before the commit, so a stored event is always in the log. When the
 /// commit fails after the sync, the log contains lines for events that were not stored, and a
 /// retry writes them again with the same event id.
-fn write_events(connection: &mut Connection, log: &mut AuditLog, rows: &[EventRow]) -> Result<(), StoreError> {
+fn write_events(
+    connection: &mut Connection,
+    log: &mut AuditLog,
+    rows: &[EventRow],
+    next_change: &mut i64,
+) -> Result<(), StoreError> {
     let transaction = connection
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(sqlite_error("failed to begin storing audit events"))?;
-    let lines = insert_events(&transaction, rows).map_err(sqlite_error("failed to insert audit events"))?;
+    let lines =
+        insert_events(&transaction, rows, next_change).map_err(sqlite_error("failed to insert audit events"))?;
 
     log.append(&lines)?;
     transaction.commit().map_err(sqlite_error("failed to commit audit events"))
 }
 
+/// Stores one event only if its id is new, and returns whether it was. The log line is
+/// synced before the commit, as in [`write_events`].
+fn write_new_event(
+    connection: &mut Connection,
+    log: &mut AuditLog,
+    row: &EventRow,
+    next_change: &mut i64,
+) -> Result<bool, StoreError> {
+    let failed = || sqlite_error(format!("failed to store new audit event `{}`", row.event_id));
+    let transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate).map_err(failed())?;
+    let inserted = insert_row(&transaction, row, next_change).map_err(failed())?;
+    if !inserted {
+        return Ok(false);
+    }
+
+    log.append(format!("{}\n", row.json).as_bytes())?;
+    transaction.commit().map_err(failed())?;
+    Ok(true)
+}
+
+/// Inserts the event and counts it in its session, unless its id is stored already.
+/// Anomalies are not calls, so their sessions' counts stay as they are.
+fn insert_row(transaction: &Transaction<'_>, row: &EventRow, next_change: &mut i64) -> rusqlite::Result<bool> {
+    let mut insert_event = transaction.prepare_cached(INSERT_EVENT)?;
+    let inserted = insert_event.execute(params![
+        row.event_id,
+        row.session_id,
+        row.model_id,
+        row.time_ns,
+        row.decision,
+        row.json,
+        take_change(next_change)
+    ])?;
+    if inserted == 0 {
+        return Ok(false);
+    }
+    if row.decision != ALERT {
+        let mut upsert_session = transaction.prepare_cached(UPSERT_SESSION)?;
+        upsert_session.execute(params![row.session_id, row.model_id, row.time_ns, i64::from(row.denied)])?;
+    }
+    Ok(true)
+}
+
+/// Returns the next change number and advances the counter. A rolled-back transaction
+/// leaves a gap, which consumers skip.
+fn take_change(next_change: &mut i64) -> i64 {
+    let change = *next_change;
+    *next_change = change.saturating_add(1);
+    change
+}
+
+fn set_quarantine(connection: &Connection, model_id: &str, until: Option<&str>) -> Result<bool, StoreError> {
+    let changed = connection
+        .execute("UPDATE models SET quarantined_until = ?2 WHERE model_id = ?1", params![model_id, until])
+        .map_err(sqlite_error(format!("failed to set the quarantine of model `{model_id}`")))?;
+    Ok(changed > 0)
+}
+
+fn save_cursor(connection: &Connection, consumer: &str, position: i64) -> Result<(), StoreError> {
+    connection
+        .execute(
+            "INSERT INTO outbox_cursors (consumer, position) VALUES (?1, ?2)
+             ON CONFLICT (consumer) DO UPDATE SET position = excluded.position",
+            params![consumer, position],
+        )
+        .map_err(sqlite_error(format!("failed to save the outbox position of `{consumer}`")))?;
+    Ok(())
+}
+
+/// The stored decision of an anomaly event.
+const ALERT: &str = "alert";
+
 const INSERT_EVENT: &str = "
-INSERT INTO audit_events (event_id, session_id, model_id, time_ns, decision, event)
-VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+INSERT INTO audit_events (event_id, session_id, model_id, time_ns, decision, event, change_seq)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
 ON CONFLICT (event_id) DO NOTHING";
 
 /// In an upsert, every column name on the right of `SET` reads the row as it was.
@@ -194,7 +306,7 @@ ON CONFLICT (session_id) DO UPDATE SET
 /// Replaces a stored event with a newer version of itself, such as the same call with its
 /// upstream outcome filled in. The same content twice changes nothing.
 const UPDATE_EVENT: &str = "
-UPDATE audit_events SET decision = ?2, event = ?3
+UPDATE audit_events SET decision = ?2, event = ?3, change_seq = ?4
 WHERE event_id = ?1 AND event IS NOT ?3";
 
 /// Inserts events and updates their sessions, and returns the log lines to append.
@@ -203,31 +315,18 @@ WHERE event_id = ?1 AND event IS NOT ?3";
 /// write committed and so its line is already in the log. One stored with other content is
 /// replaced, without counting the call in its session again, and its new version is appended
 /// to the log, where the last line of an event id is the complete one.
-fn insert_events(transaction: &Transaction<'_>, rows: &[EventRow]) -> rusqlite::Result<Vec<u8>> {
-    let mut insert_event = transaction.prepare_cached(INSERT_EVENT)?;
-    let mut upsert_session = transaction.prepare_cached(UPSERT_SESSION)?;
+fn insert_events(transaction: &Transaction<'_>, rows: &[EventRow], next_change: &mut i64) -> rusqlite::Result<Vec<u8>> {
     let mut update_event = transaction.prepare_cached(UPDATE_EVENT)?;
     let mut lines = Vec::with_capacity(rows.iter().map(|row| row.json.len() + 1).sum());
 
     for row in rows {
-        let inserted = insert_event.execute(params![
-            row.event_id,
-            row.session_id,
-            row.model_id,
-            row.time_ns,
-            row.decision,
-            row.json
-        ])?;
-        if inserted == 0 {
-            let updated = update_event.execute(params![row.event_id, row.decision, row.json])?;
-            if updated > 0 {
-                lines.extend_from_slice(row.json.as_bytes());
-                lines.push(b'\n');
+        if !insert_row(transaction, row, next_change)? {
+            let updated =
+                update_event.execute(params![row.event_id, row.decision, row.json, take_change(next_change)])?;
+            if updated == 0 {
+                continue;
             }
-            continue;
         }
-
-        upsert_session.execute(params![row.session_id, row.model_id, row.time_ns, i64::from(row.denied)])?;
         lines.extend_from_slice(row.json.as_bytes());
         lines.push(b'\n');
     }
@@ -242,9 +341,10 @@ fn put_model(connection: &mut Connection, rows: &ModelRows) -> Result<(), StoreE
 fn replace_model(connection: &mut Connection, rows: &ModelRows) -> rusqlite::Result<()> {
     let transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
     transaction.execute(
-        "INSERT INTO models (model_id, tools, revoked) VALUES (?1, ?2, ?3)
-         ON CONFLICT (model_id) DO UPDATE SET tools = excluded.tools, revoked = excluded.revoked",
-        params![rows.model_id, rows.tools, rows.revoked],
+        "INSERT INTO models (model_id, tools, revoked, quarantined_until) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT (model_id) DO UPDATE SET
+             tools = excluded.tools, revoked = excluded.revoked, quarantined_until = excluded.quarantined_until",
+        params![rows.model_id, rows.tools, rows.revoked, rows.quarantined_until],
     )?;
     transaction.execute("DELETE FROM credentials WHERE model_id = ?1", [&rows.model_id])?;
 
