@@ -2,8 +2,9 @@
 //
 // Starts the gateway binary ($MCPSEC_BIN, else target/debug/mcpsec) with the demo tools on a
 // loopback port and a fresh data folder. Seeds tool calls through POST /mcp/toolcall, one of
-// them with an HTML payload in its input and one denied with a reason full of HTML. Then
-// drives the dashboard with Debian's Chromium (/usr/bin/chromium, or $CHROMIUM) through
+// them with an HTML payload in its input and one denied with a reason full of HTML. Later
+// tests raise denial spikes, one of a model id full of HTML and one that quarantines a model.
+// Then drives the dashboard with Debian's Chromium (/usr/bin/chromium, or $CHROMIUM) through
 // playwright-core, and takes a screenshot of each tab. The screenshots go to
 // docs/screenshots/<tab>.png when UPDATE_SCREENSHOTS=1, and to a temporary folder otherwise,
 // so an ordinary test run leaves the checkout unchanged.
@@ -31,8 +32,19 @@ const STARTUP_TIMEOUT_MS = 30_000;
 const HOSTILE_INPUT = '<img src=x onerror=alert(1)>';
 const HOSTILE_REASON = '<b>docs</b> & <script>alert(2)</script> need "review"';
 const HOSTILE_SESSION = 'hostile-session';
+// Model ids in POST /mcp/toolcall are free text and a call with a wrong key is still counted
+// for the model it claims, so an unknown model can raise a denial spike under this id.
+// Session ids allow only letters, digits and `_ - . :`, so they cannot carry HTML.
+const HOSTILE_MODEL = '<img src=x onerror=alert(4)><b>x</b>';
+const ALERT_SESSION = 'alert-session';
+const QUARANTINE_MODEL = 'quarantine-model';
+const QUARANTINE_SESSION = 'quarantine-session';
+// The detector follows the store about once a second, and the Alerts tab reloads every 10 s.
+const ALERT_TIMEOUT_MS = 25_000;
 
 // The example policy plus a rule whose reason is HTML, so the trace shows a hostile reason.
+// Its denial spike threshold is low enough that four denied calls raise a spike and quarantine
+// the model. The seeded calls contain only two denials, so they raise no spike of their own.
 const POLICY_YAML = `version: 1
 default: allow
 rules:
@@ -50,6 +62,11 @@ limits:
     max_calls: 120
     window: 1m
     reason: more than 120 calls in one minute in this session; slow down
+anomalies:
+  denial_spike:
+    threshold: 3
+    window: 1m
+  quarantine: 10m
 `;
 
 let gateway;
@@ -354,10 +371,105 @@ describe('dashboard', () => {
     await screenshot('audit');
   });
 
-  test('alerts tab shows placeholder', async () => {
+  test('alerts tab shows empty state and errors', async () => {
+    const alertsRoute = (url) => url.pathname === '/api/alerts';
+    await page.route(alertsRoute, (route) => route.fulfill({
+      status: 200, contentType: 'application/json', body: JSON.stringify({ count: 0, alerts: [] }) }));
     await openTab('alerts');
-    assert.match(await page.textContent('#panel-alerts'), /No alert source is configured yet/);
+    await page.waitForFunction(() => document.getElementById('alerts-message').textContent
+      .startsWith('No anomalies in the last 7 days'));
+    assert.equal(await page.locator('#alerts-body tr').count(), 0);
+
+    await page.unroute(alertsRoute);
+    await page.route(alertsRoute, (route) => route.fulfill({
+      status: 500, contentType: 'application/json', body: JSON.stringify({ reason: 'store unavailable' }) }));
+    await page.click('#alerts-refresh');
+    await page.waitForFunction(() => document.getElementById('alerts-message').textContent.startsWith('Could not load alerts'));
+    assert.match(await page.textContent('#alerts-message'), /HTTP 500: store unavailable/);
+    assert.equal(await page.getAttribute('#alerts-message', 'class'), 'message error');
+    await page.unroute(alertsRoute);
+  });
+
+  test('alerts tab renders hostile ids as text', async () => {
+    for (let call = 0; call < 4; call += 1) {
+      const denied = await toolCall(ALERT_SESSION, 'search.web', { query: 'probe' }, HOSTILE_MODEL, 'not-a-key');
+      assert.equal(denied.status, 401, `call ${call} with a wrong key: ${JSON.stringify(denied.body)}`);
+    }
+    await page.click('#alerts-refresh');
+    const modelRow = page.locator('#alerts-body tr[data-detector="denial_spike"]', { hasText: 'model ' + HOSTILE_MODEL });
+    await modelRow.first().waitFor({ timeout: ALERT_TIMEOUT_MS });
+    const sessionButton = page.locator(`#alerts-body button.link[data-session-id="${ALERT_SESSION}"]`);
+    await sessionButton.waitFor({ timeout: ALERT_TIMEOUT_MS });
+
+    const listed = await adminApi('GET', '/api/alerts');
+    const spike = listed.body.alerts.find((alert) => alert.anomaly.detector === 'denial_spike'
+      && alert.anomaly.scope === 'model' && alert.model_id === HOSTILE_MODEL);
+    assert.ok(spike, `GET /api/alerts lists the model spike: ${JSON.stringify(listed.body)}`);
+    const row = page.locator(`#alerts-body tr[data-event-id="${spike.event_id}"]`);
+    const text = await row.innerText();
+    assert.ok(text.includes(HOSTILE_MODEL), 'the hostile model id is shown as literal text');
+    assert.ok(text.includes('Denial spike'), 'the detector has a readable label');
+    assert.equal(await row.locator('.badge.severity-high').textContent(), 'high');
+    assert.ok(text.includes('4 > 3 within 1 min'), `observed against threshold and window, got ${text}`);
+    assert.ok(text.includes(spike.anomaly.trigger_event_id), 'the trigger event id is shown');
+    assert.ok(text.includes('quarantined until'), 'the quarantine the anomaly asked for is shown');
+    assert.ok(text.includes('no such model in the key list'), 'an unknown model gets no Lift button');
+    assert.equal(await row.locator('button.lift').count(), 0);
+
+    const panel = page.locator('#panel-alerts');
+    assert.equal(await panel.locator('img').count(), 0, 'no <img> element in the alerts panel');
+    assert.equal(await panel.locator('b, script, svg').count(), 0, 'no element built from model data');
+    assert.deepEqual(dialogs, [], 'no dialog opened');
+
+    await sessionButton.first().click();
+    await page.waitForSelector('#panel-sessions:not([hidden])');
+    await page.waitForFunction((id) => document.getElementById('trace-title').textContent === `Trace of session ${id}`,
+      ALERT_SESSION);
+    await page.waitForFunction(() => document.querySelectorAll('#trace-events > li').length === 4);
+    assert.equal(await page.locator('#trace img, #trace b').count(), 0, 'no element built from the model id');
+  });
+
+  test('alerts tab lifts quarantine', async () => {
+    const created = await adminApi('POST', '/api/keys', { model_id: QUARANTINE_MODEL, tools: ['search.*', 'calendar.*'] });
+    assert.equal(created.status, 201, `create ${QUARANTINE_MODEL}: ${JSON.stringify(created.body)}`);
+    const key = created.body.key;
+    for (let call = 0; call < 4; call += 1) {
+      const denied = await toolCall(QUARANTINE_SESSION, 'calendar.delete_event', { id: `evt-${call}` }, QUARANTINE_MODEL, key);
+      assert.equal(denied.status, 403, `denied call ${call}: ${JSON.stringify(denied.body)}`);
+    }
+
+    await openTab('alerts');
+    const lift = page.locator(`#alerts-body button.lift[data-model="${QUARANTINE_MODEL}"]`);
+    await lift.waitFor({ timeout: ALERT_TIMEOUT_MS });
+    const eventId = await lift.first().evaluate((button) => button.closest('tr').dataset.eventId);
+    const row = page.locator(`#alerts-body tr[data-event-id="${eventId}"]`);
+    assert.match(await row.innerText(), /Denial spike[\s\S]*quarantined until \d{4}-\d{2}-\d{2} /);
+    const quarantined = await toolCall(QUARANTINE_SESSION, 'search.web', { query: 'during quarantine' }, QUARANTINE_MODEL, key);
+    assert.equal(quarantined.status, 403, `a call during the quarantine: ${JSON.stringify(quarantined.body)}`);
     await screenshot('alerts');
+
+    await openTab('keys');
+    const keysRow = page.locator('#keys-body tr', { hasText: QUARANTINE_MODEL });
+    await keysRow.waitFor();
+    assert.match(await keysRow.innerText(), /quarantined until \d{4}-\d{2}-\d{2} /);
+
+    await openTab('alerts');
+    await lift.waitFor({ timeout: ALERT_TIMEOUT_MS });
+    await lift.click();
+    assert.equal(await lift.textContent(), 'Click again to lift');
+    await lift.click();
+    await page.waitForFunction(() => document.getElementById('alerts-message').textContent.startsWith('Lifted the quarantine'));
+    assert.equal(await lift.count(), 0, 'the Lift button is gone once the model is no longer quarantined');
+    assert.match(await row.innerText(), /quarantined until .* \(lifted or ended\)/);
+
+    const models = await adminApi('GET', '/api/keys');
+    const model = models.body.models.find((entry) => entry.model_id === QUARANTINE_MODEL);
+    assert.equal(model.quarantined_until, null);
+    const allowed = await toolCall(QUARANTINE_SESSION, 'search.web', { query: 'after the lift' }, QUARANTINE_MODEL, key);
+    assert.equal(allowed.status, 200, `a call after the lift: ${JSON.stringify(allowed.body)}`);
+
+    // With no click, the open tab reloads the list within its 10 s period.
+    await page.waitForRequest((request) => new URL(request.url()).pathname === '/api/alerts', { timeout: 15_000 });
   });
 
   test('logout clears session storage', async () => {

@@ -10,6 +10,8 @@
 
 const KEY_STORAGE = 'mcpsec.adminKey';
 const AUDIT_POLL_MS = 2000;
+const ALERTS_POLL_MS = 10000;
+const ALERTS_LIMIT = 200;
 const VALIDATE_DELAY_MS = 400;
 
 const state = {
@@ -21,6 +23,8 @@ const state = {
   auditTimer: null,
   auditGeneration: 0,
   auditPaused: false,
+  alertsTimer: null,
+  alertsGeneration: 0,
   validateTimer: null,
   validateSeq: 0,
 };
@@ -162,6 +166,7 @@ async function login(event) {
 function logout(reason) {
   sessionStorage.removeItem(KEY_STORAGE);
   stopAuditPolling();
+  stopAlertsPolling();
   $('app').hidden = true;
   $('logout').hidden = true;
   $('login').hidden = false;
@@ -186,11 +191,12 @@ const TAB_LOADERS = {
   policy: loadPolicy,
   keys: loadKeys,
   audit: startAuditPolling,
-  alerts: () => {},
+  alerts: startAlertsPolling,
 };
 
 function showTab(name) {
   if (state.tab === 'audit' && name !== 'audit') stopAuditPolling();
+  if (state.tab === 'alerts' && name !== 'alerts') stopAlertsPolling();
   state.tab = name;
   for (const button of document.querySelectorAll('[role=tab]')) {
     const selected = button.dataset.tab === name;
@@ -531,10 +537,24 @@ async function loadKeys() {
         el('td', {}, key ? el('code', {}, key.key_id) : el('span', { className: 'muted' }, 'no keys')),
         el('td', {}, key ? formatTime(key.expires) || 'never' : ''),
         el('td', { className: revoked ? 'deny' : 'allow' }, revoked ? 'revoked' : 'active'),
+        el('td', {}, index === 0 ? quarantineState(model.quarantined_until) : ''),
         actions));
     });
   }
   setMessage('keys-message', models.length + ' models.');
+}
+
+function quarantineState(until) {
+  if (!until) return '';
+  if (isFuture(until)) return el('span', { className: 'deny' }, 'quarantined until ' + formatTime(until));
+  return el('span', { className: 'muted' }, 'ended ' + formatTime(until));
+}
+
+// Compares with this browser's clock, which can differ from the gateway's. The gateway
+// alone decides whether a call is denied by a quarantine.
+function isFuture(time) {
+  const instant = Date.parse(time);
+  return Number.isFinite(instant) && instant > Date.now();
 }
 
 function showNewKey(modelId, key) {
@@ -640,6 +660,187 @@ function toggleAuditPause() {
   else startAuditPolling();
 }
 
+// ---- Alerts ------------------------------------------------------------------------------
+
+// Readable name and severity of each detector. Denial spikes and scope probing look like an
+// attack, a call-rate spike can also be ordinary load, and a first tool use is a notice.
+const DETECTORS = {
+  denial_spike: { label: 'Denial spike', severity: 'high' },
+  scope_probing: { label: 'Scope probing', severity: 'high' },
+  call_rate_spike: { label: 'Call-rate spike', severity: 'medium' },
+  first_tool_use: { label: 'First tool use', severity: 'info' },
+};
+
+// Restarts the refresh loop and resolves once the first load has been rendered. Each loop
+// has its own generation, so a response that arrives after the tab was left is dropped.
+function startAlertsPolling() {
+  stopAlertsPolling();
+  return pollAlerts(state.alertsGeneration);
+}
+
+function stopAlertsPolling() {
+  clearTimeout(state.alertsTimer);
+  state.alertsTimer = null;
+  state.alertsGeneration += 1;
+}
+
+async function pollAlerts(generation) {
+  const again = await loadAlerts(generation);
+  if (!again || generation !== state.alertsGeneration || state.tab !== 'alerts') return;
+  state.alertsTimer = setTimeout(() => pollAlerts(generation), ALERTS_POLL_MS);
+}
+
+// Loads and renders the alerts, and returns whether polling should go on.
+async function loadAlerts(generation) {
+  const result = await api('GET', '/api/alerts?limit=' + ALERTS_LIMIT);
+  if (generation !== state.alertsGeneration) return false;
+  if (result.status === 404) {
+    setMessage('alerts-message', notAvailableText('/api/alerts'), 'error');
+    return false; // no point polling a route that does not exist
+  }
+  if (result.status !== 200) {
+    setMessage('alerts-message', 'Could not load alerts: ' + failureText(result) + ' Retrying in 10 s.', 'error');
+    return true;
+  }
+
+  // Rendering would replace a Lift button that waits for its second click, so this
+  // refresh is skipped. The armed state ends within 5 s, before the next one.
+  if ($('alerts-body').querySelector('button.armed')) return true;
+
+  const alerts = (result.body && result.body.alerts) || [];
+  const quarantined = alerts.some((alert) => alert.anomaly && alert.anomaly.quarantined_until);
+  const keys = quarantined ? await api('GET', '/api/keys') : null;
+  if (generation !== state.alertsGeneration) return false;
+  const models = keys && keys.status === 200 ? modelQuarantines(keys.body) : null;
+  renderAlerts(alerts, models);
+
+  const updated = 'updated ' + formatTime(new Date().toISOString()) + '.';
+  if (!alerts.length) {
+    setMessage('alerts-message', 'No anomalies in the last 7 days, ' + updated);
+  } else if (keys && keys.status !== 200) {
+    setMessage('alerts-message', alerts.length + ' alerts, ' + updated +
+      ' Could not check which models are still quarantined: ' + failureText(keys), 'error');
+  } else {
+    const capped = alerts.length >= ALERTS_LIMIT ? ' (the newest ' + ALERTS_LIMIT + ')' : '';
+    setMessage('alerts-message', alerts.length + ' alerts' + capped + ' in the last 7 days, ' + updated);
+  }
+  return true;
+}
+
+// Returns a map from model id to its `quarantined_until` (null when not quarantined).
+function modelQuarantines(body) {
+  const models = (body && body.models) || [];
+  return new Map(models.map((model) => [String(model.model_id), model.quarantined_until || null]));
+}
+
+function renderAlerts(alerts, models) {
+  const sorted = [...alerts].sort((a, b) => (Date.parse(b.time) || 0) - (Date.parse(a.time) || 0));
+  const body = $('alerts-body');
+  clear(body);
+  for (const alert of sorted) body.appendChild(alertRow(alert, models));
+}
+
+function alertRow(alert, models) {
+  const details = alert.anomaly || {};
+  const detector = DETECTORS[details.detector] || { label: String(details.detector || alert.rule || 'unknown'), severity: 'info' };
+  const row = el('tr', {},
+    el('td', { className: 'nowrap' }, formatTime(alert.time)),
+    el('td', { className: 'nowrap' }, el('span', { className: 'badge severity-' + detector.severity }, detector.severity),
+      ' ', detector.label),
+    el('td', {}, ...scopeNodes(alert, details)),
+    el('td', {}, observedText(details)),
+    el('td', { className: 'reason' }, alert.reason),
+    el('td', {}, alertDetails(alert, details, models)));
+  row.dataset.eventId = String(alert.event_id);
+  row.dataset.detector = String(details.detector);
+  return row;
+}
+
+// The scope, then its subject: a button that opens the trace for a session, the model id
+// otherwise. A session's alert also names the model of the call that crossed the threshold.
+function scopeNodes(alert, details) {
+  const scope = String(details.scope || '');
+  const nodes = [el('span', { className: 'muted' }, scope), ' '];
+  if (scope === 'session' && alert.session_id) {
+    const link = el('button', { type: 'button', className: 'link', title: 'Open the trace of this session' }, alert.session_id);
+    link.dataset.sessionId = String(alert.session_id);
+    link.addEventListener('click', () => openSessionTrace(alert.session_id));
+    nodes.push(link);
+  } else if (scope === 'all') {
+    nodes.push('all calls');
+  } else {
+    nodes.push(el('code', {}, details.subject));
+  }
+  if (scope !== 'model' && alert.model_id) {
+    nodes.push(el('div', { className: 'muted' }, 'model ', el('code', {}, alert.model_id)));
+  }
+  return nodes;
+}
+
+function openSessionTrace(sessionId) {
+  showTab('sessions');
+  openTrace(sessionId);
+}
+
+function observedText(details) {
+  if (details.detector === 'first_tool_use') return 'first allowed call';
+  let text = details.observed + ' > ' + details.threshold + ' within ' + formatWindow(details.window_seconds);
+  if (details.baseline !== undefined && details.baseline !== null) {
+    text += ', baseline ' + Number(details.baseline).toFixed(1) + ' per window';
+  }
+  return text;
+}
+
+function formatWindow(seconds) {
+  const number = Number(seconds);
+  if (!Number.isFinite(number)) return String(seconds);
+  if (number >= 3600 && number % 3600 === 0) return number / 3600 + ' h';
+  if (number >= 60 && number % 60 === 0) return number / 60 + ' min';
+  return number + ' s';
+}
+
+function alertDetails(alert, details, models) {
+  const list = el('dl', { className: 'fields' });
+  if (alert.tool_name) field(list, 'Tool', el('code', {}, alert.tool_name));
+  if (details.tools && details.tools.length) field(list, 'Tools', details.tools.join(', '));
+  field(list, 'Trigger', el('code', { className: 'trigger' }, details.trigger_event_id));
+  if (details.quarantined_until) {
+    field(list, 'Quarantine', el('span', { className: 'quarantine' }, ...quarantineNodes(alert, details.quarantined_until, models)));
+  }
+  return list;
+}
+
+// Builds "quarantined until T" and then the model's current state: a Lift button while it is
+// still quarantined, or why there is none. `models` is null when the key list could not be read.
+function quarantineNodes(alert, until, models) {
+  const nodes = ['quarantined until ' + formatTime(until)];
+  if (models === null) return nodes;
+  const modelId = String(alert.model_id);
+  if (!models.has(modelId)) {
+    nodes.push(' ', el('span', { className: 'muted' }, '(no such model in the key list, so nothing was quarantined)'));
+  } else if (isFuture(models.get(modelId))) {
+    const lift = el('button', { type: 'button', className: 'small lift' }, 'Lift quarantine');
+    lift.dataset.model = modelId;
+    confirmingButton(lift, 'Click again to lift', () => liftQuarantine(modelId));
+    nodes.push(' ', lift);
+  } else {
+    nodes.push(' ', el('span', { className: 'muted' }, '(lifted or ended)'));
+  }
+  return nodes;
+}
+
+async function liftQuarantine(modelId) {
+  const result = await api('DELETE', '/api/keys/' + encodeURIComponent(modelId) + '/quarantine');
+  if (result.status !== 200) {
+    setMessage('alerts-message', 'Could not lift the quarantine of model ' + modelId + ': ' + failureText(result), 'error');
+    return;
+  }
+  await startAlertsPolling();
+  if (state.tab === 'alerts' && !$('alerts-message').classList.contains('error')) {
+    setMessage('alerts-message', 'Lifted the quarantine of model ' + modelId + '.', 'ok');
+  }
+}
+
 // ---- Start -------------------------------------------------------------------------------
 
 function start() {
@@ -659,6 +860,7 @@ function start() {
   $('policy-impact').addEventListener('click', previewImpact);
   $('key-form').addEventListener('submit', createKey);
   $('audit-pause').addEventListener('click', toggleAuditPause);
+  $('alerts-refresh').addEventListener('click', startAlertsPolling);
 
   if (adminKey()) showApp();
 }
