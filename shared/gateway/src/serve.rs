@@ -99,13 +99,24 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
 /// anomaly detectors and the alert webhook (`ALERT_WEBHOOK_URL`). With the AWS stores they
 /// run in the `stream` function instead, fed by the table's stream.
 fn start_outbox(sqlite: Option<&Arc<SqliteStore>>, state: &AppState) -> Result<Option<Outbox>, String> {
+    let var = |name: &str| std::env::var(name).ok();
     let Some(store) = sqlite else {
-        tracing::info!("AWS stores: SIEM forwarding and anomaly detection run in the stream function");
+        let ignored: Vec<&str> = ["SIEM_URL", "ALERT_WEBHOOK_URL"]
+            .into_iter()
+            .filter(|name| var(name).is_some_and(|value| !value.trim().is_empty()))
+            .collect();
+        if ignored.is_empty() {
+            tracing::info!("AWS stores: SIEM forwarding and anomaly detection run in the stream function");
+        } else {
+            tracing::warn!(ignored = ?ignored, "AWS stores: this process does not forward events or post alerts; set these variables on the stream function instead");
+        }
         return Ok(None);
     };
-    let var = |name: &str| std::env::var(name).ok();
     let siem = match SiemSettings::from_env(var).map_err(|error| error.to_string())? {
-        Some(settings) => Some(SiemForwarder::new(settings)?),
+        Some(settings) => {
+            tracing::info!(siem = ?settings, "forwarding audit events to the SIEM");
+            Some(SiemForwarder::new(settings)?)
+        }
         None => {
             tracing::info!("SIEM_URL is not set; audit events stay in the store and audit.log");
             None

@@ -508,3 +508,18 @@ async fn rotation_of_revoked_model_conflicts() {
     let (status, reply) = send(&gateway, "POST", "/api/keys/m/rotate", None).await;
     assert_eq!(status, StatusCode::CONFLICT, "{reply}");
 }
+
+#[tokio::test]
+async fn bad_query_strings_get_json_400_after_the_admin_check() {
+    let gateway = gateway().await;
+    let uris = ["/api/alerts?limit=ten", "/api/audit?limit=-1", "/api/sessions?limit=x", "/api/policy/diff?from=1"];
+    for uri in uris {
+        let (status, reply) = send_with(&gateway, Some(ADMIN_KEY), "GET", uri, None).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{uri}: {reply}");
+        assert_eq!(reply["status"], "invalid_request", "{uri}: {reply}");
+        assert!(reply["reason"].as_str().unwrap_or_default().starts_with("invalid query string"), "{uri}: {reply}");
+
+        let (status, _) = send_with(&gateway, None, "GET", uri, None).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{uri} without the admin key");
+    }
+}

@@ -37,7 +37,8 @@ fn call(time: i64, model: &str, session: &str, tool: &str, decision: Outcome) ->
         time: OffsetDateTime::from_unix_timestamp(time).unwrap(),
         session_id: session.to_owned(),
         model_id: model.to_owned(),
-        key_id: None,
+        // Every decision but `unauthorized` comes from a caller whose key was accepted.
+        key_id: (decision != Outcome::Unauthorized).then(|| format!("k_{model}")),
         route: Route::Rest,
         tool_name: tool.to_owned(),
         input: None,
@@ -153,12 +154,30 @@ async fn denial_spike_raises_above_threshold_per_model_session_and_overall() {
 
 #[tokio::test]
 async fn denial_spike_counts_unauthorized_but_not_allowed_or_errors() {
-    let cases = [(Outcome::Unauthorized, 1), (Outcome::Deny, 1), (Outcome::Allow, 0), (Outcome::Error, 0)];
-    for (decision, expected) in cases {
+    // (decision, spikes of model `m`, spikes overall). A failed key proves no model, so it
+    // counts overall (and per session) but never for the model it claims.
+    let cases = [(Outcome::Unauthorized, 0, 1), (Outcome::Deny, 1, 1), (Outcome::Allow, 0, 0), (Outcome::Error, 0, 0)];
+    for (decision, per_model, overall) in cases {
         let events: Vec<_> = (0..11).map(|index| call(BASE + index, "m", "", "t", decision)).collect();
         let anomalies = observe(&Detector::new(), &denials_only(), &events, &MemoryCounters::new()).await;
-        let per_model = anomalies.iter().filter(|event| event.model_id == "m").count();
-        assert_eq!(per_model, expected, "{decision:?}");
+        let scopes: Vec<AnomalyScope> =
+            anomalies.iter().filter_map(|event| event.anomaly.as_ref().map(|anomaly| anomaly.scope)).collect();
+        let count = |scope| scopes.iter().filter(|found| **found == scope).count();
+        assert_eq!(count(AnomalyScope::Model), per_model, "{decision:?} per model");
+        assert_eq!(count(AnomalyScope::All), overall, "{decision:?} overall");
+    }
+}
+
+#[tokio::test]
+async fn failed_keys_never_quarantine_the_claimed_model() {
+    let settings = AnomalySettings { quarantine: Some(Duration::from_secs(600)), ..denials_only() };
+    let events: Vec<_> = (0..20).map(|index| call(BASE + index, "victim", "s", "t", Outcome::Unauthorized)).collect();
+    let anomalies = observe(&Detector::new(), &settings, &events, &MemoryCounters::new()).await;
+    assert!(!anomalies.is_empty(), "the failed keys raise a spike for their session and overall");
+    for event in &anomalies {
+        let anomaly = event.anomaly.as_ref().unwrap();
+        assert_ne!(anomaly.scope, AnomalyScope::Model, "{event:?}");
+        assert_eq!(anomaly.quarantined_until, None, "{event:?}");
     }
 }
 
@@ -383,6 +402,12 @@ fn denied_tools(session: &str, tools: &[String], start: i64) -> Vec<AuditEvent> 
         .collect()
 }
 
+/// Keeps the anomalies about sessions, leaving out the per-model ones that the same denials
+/// raise.
+fn per_session(anomalies: Vec<AuditEvent>) -> Vec<AuditEvent> {
+    anomalies.into_iter().filter(|event| event.anomaly.as_ref().unwrap().scope == AnomalyScope::Session).collect()
+}
+
 fn tool_names(count: usize) -> Vec<String> {
     (0..count).map(|index| format!("tool_{index:02}")).collect()
 }
@@ -391,7 +416,7 @@ fn tool_names(count: usize) -> Vec<String> {
 async fn scope_probing_raises_above_distinct_tools() {
     for (distinct, raised) in [(4, false), (5, false), (6, true)] {
         let events = denied_tools("s", &tool_names(distinct), BASE);
-        let anomalies = observe(&Detector::new(), &probing_only(), &events, &MemoryCounters::new()).await;
+        let anomalies = per_session(observe(&Detector::new(), &probing_only(), &events, &MemoryCounters::new()).await);
         assert_eq!(anomalies.len(), usize::from(raised), "{distinct} tools");
 
         if let Some(event) = anomalies.first() {
@@ -452,12 +477,13 @@ async fn scope_probing_lists_at_most_twenty_tools() {
 async fn scope_probing_still_raises_once_a_bucket_is_full() {
     let detector = Detector::new();
     let counters = MemoryCounters::new();
-    let first = observe(&detector, &probing_only(), &denied_tools("s", &tool_names(25), BASE), &counters).await;
+    let first =
+        per_session(observe(&detector, &probing_only(), &denied_tools("s", &tool_names(25), BASE), &counters).await);
     assert_eq!(first.len(), 1);
 
     // The bucket contains 20 tools, all it needs, so a new tool in it is not stored.
     let late = vec![call(BASE + 40, "m", "s", "zz_late", Outcome::Deny)];
-    let second = observe(&detector, &probing_only(), &late, &counters).await;
+    let second = per_session(observe(&detector, &probing_only(), &late, &counters).await);
     assert_eq!(second.len(), 1);
     assert_eq!(second[0].event_id, first[0].event_id);
     let anomaly = second[0].anomaly.as_ref().unwrap();
@@ -483,11 +509,31 @@ async fn scope_probing_counts_batches_and_detectors_together() {
     let counters = MemoryCounters::new();
     let tools = tool_names(6);
     let from_a = observe(&Detector::new(), &probing_only(), &denied_tools("s", &tools[..3], BASE), &counters).await;
-    let from_b =
-        observe(&Detector::new(), &probing_only(), &denied_tools("s", &tools[3..], BASE + 10), &counters).await;
+    let from_b = per_session(
+        observe(&Detector::new(), &probing_only(), &denied_tools("s", &tools[3..], BASE + 10), &counters).await,
+    );
     assert!(from_a.is_empty());
     assert_eq!(from_b.len(), 1);
     assert_eq!(from_b[0].anomaly.as_ref().unwrap().tools, tools);
+}
+
+#[tokio::test]
+async fn scope_probing_across_sessions_raises_per_model() {
+    // One tool per session: no session crosses the threshold, the model does.
+    let events: Vec<_> = tool_names(6)
+        .iter()
+        .enumerate()
+        .map(|(index, tool)| call(BASE + index as i64, "m", &format!("s{index}"), tool, Outcome::Deny))
+        .collect();
+    let anomalies = observe(&Detector::new(), &probing_only(), &events, &MemoryCounters::new()).await;
+    let scopes: Vec<(AnomalyScope, String)> = anomalies
+        .iter()
+        .map(|event| {
+            let anomaly = event.anomaly.as_ref().unwrap();
+            (anomaly.scope, anomaly.subject.clone())
+        })
+        .collect();
+    assert_eq!(scopes, [(AnomalyScope::Model, "m".to_owned())]);
 }
 
 // First tool use ----------------------------------------------------------------------------

@@ -49,7 +49,8 @@ fn call(time: i64, model: &str, session: &str, tool: &str, decision: Outcome) ->
         time: OffsetDateTime::from_unix_timestamp(time).unwrap(),
         session_id: session.to_owned(),
         model_id: model.to_owned(),
-        key_id: None,
+        // Every decision but `unauthorized` comes from a caller whose key was accepted.
+        key_id: (decision != Outcome::Unauthorized).then(|| format!("k_{model}")),
         route: Route::Mcp,
         tool_name: tool.to_owned(),
         input: None,
@@ -185,6 +186,8 @@ async fn scope_probing_counts_distinct_tools_on_dynamodb() {
     assert!(five.is_empty(), "five distinct tools, each twice: {five:?}");
 
     let six = detector.observe(&settings, &probe("s", &tools[5..], BASE + 100), &counters).await.unwrap();
+    let six: Vec<AuditEvent> =
+        six.into_iter().filter(|event| event.anomaly.as_ref().unwrap().scope == AnomalyScope::Session).collect();
     assert_eq!(six.len(), 1);
     let anomaly = six[0].anomaly.as_ref().unwrap();
     assert_eq!(anomaly.observed, 6);

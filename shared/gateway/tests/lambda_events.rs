@@ -310,7 +310,7 @@ fn failed_sequence_numbers(response: &aws_lambda_events::event::streams::DynamoD
 async fn stream_batch_reports_only_the_poison_record() {
     let sink = RecordingSink::default();
 
-    let response = handle_batch(stream_batch(), &sink.pipeline()).await;
+    let response = handle_batch(stream_batch(), &sink.pipeline(), None).await;
 
     assert_eq!(failed_sequence_numbers(&response), [Some("4421584500000000017450439092".to_owned())]);
     assert_eq!(sink.event_ids(), ["0195f1a2-7c3d-7e4f-8a5b-6c7d8e9f0a1b", "0195f1a2-7c3d-7e4f-8a5b-6c7d8e9f0a2c"]);
@@ -320,7 +320,7 @@ async fn stream_batch_reports_only_the_poison_record() {
 async fn stream_batch_decodes_the_whole_event() {
     let sink = RecordingSink::default();
 
-    handle_batch(stream_batch(), &sink.pipeline()).await;
+    handle_batch(stream_batch(), &sink.pipeline(), None).await;
 
     let events = sink.events.lock().unwrap();
     let allowed = &events[0];
@@ -340,7 +340,7 @@ async fn stream_sink_failure_is_a_batch_item_failure() {
     let sink =
         RecordingSink { fail_on: Some("0195f1a2-7c3d-7e4f-8a5b-6c7d8e9f0a1b".to_owned()), ..RecordingSink::default() };
 
-    let response = handle_batch(stream_batch(), &sink.pipeline()).await;
+    let response = handle_batch(stream_batch(), &sink.pipeline(), None).await;
 
     assert_eq!(
         failed_sequence_numbers(&response),
@@ -353,10 +353,38 @@ async fn stream_sink_failure_is_a_batch_item_failure() {
     assert!(sink.event_ids().is_empty(), "the failing event is the first, so none was delivered");
 }
 
+/// A sink that never answers, like a SIEM that holds the connection open.
+struct HangingSink;
+
+#[async_trait]
+impl EventSink for HangingSink {
+    async fn deliver(&self, _events: &[AuditEvent]) -> Result<(), SinkFailure> {
+        std::future::pending().await
+    }
+}
+
+#[tokio::test]
+async fn stream_batch_out_of_time_fails_every_record() {
+    let pipeline = StreamPipeline { sink: Box::new(HangingSink), detection: None, webhook: None };
+
+    let response = handle_batch(stream_batch(), &pipeline, Some(Duration::from_millis(200))).await;
+
+    assert_eq!(
+        failed_sequence_numbers(&response),
+        [
+            Some("4421584500000000017450439091".to_owned()),
+            Some("4421584500000000017450439092".to_owned()),
+            Some("4421584500000000017450439095".to_owned())
+        ],
+        "a sink still busy when the time is up leaves every record to the retry"
+    );
+}
+
 #[tokio::test]
 async fn stream_response_serializes_as_lambda_expects() {
     let response =
-        handle_batch(stream_batch(), &StreamPipeline { sink: Box::new(LogSink), detection: None, webhook: None }).await;
+        handle_batch(stream_batch(), &StreamPipeline { sink: Box::new(LogSink), detection: None, webhook: None }, None)
+            .await;
 
     let json = serde_json::to_value(&response).unwrap();
 
@@ -372,7 +400,7 @@ async fn stream_insert_without_new_image_fails() {
     records[0]["dynamodb"]["StreamViewType"] = Value::String("KEYS_ONLY".to_owned());
     let sink = RecordingSink::default();
 
-    let response = handle_batch(serde_json::from_value(batch).unwrap(), &sink.pipeline()).await;
+    let response = handle_batch(serde_json::from_value(batch).unwrap(), &sink.pipeline(), None).await;
 
     assert_eq!(failed_sequence_numbers(&response), [Some("4421584500000000017450439091".to_owned())]);
     assert!(sink.event_ids().is_empty());

@@ -66,7 +66,7 @@ impl Received {
     }
 }
 
-/// Returns the event count from the `<first id>+<count>` batch id.
+/// Returns the event count from the `<body hash>+<count>` batch id.
 fn batch_count(headers: &HeaderMap) -> Option<usize> {
     headers.get(BATCH_ID_HEADER)?.to_str().ok()?.rsplit_once('+')?.1.parse().ok()
 }
@@ -477,6 +477,25 @@ async fn ocsf_quarantine_revokes_access() -> anyhow::Result<()> {
 // Batching
 
 #[tokio::test]
+async fn batch_ids_differ_for_new_versions_of_an_event() -> anyhow::Result<()> {
+    let receiver = receiver(&[], Reply::Ok).await?;
+    let first = allowed(1);
+    let mut second = first.clone();
+    second.reason = "allowed, and the upstream answered".to_owned();
+    let forwarder = forwarder(settings(&receiver.url, SiemFormat::Jsonl))?;
+    forwarder.forward(std::slice::from_ref(&first)).await?;
+    forwarder.forward(std::slice::from_ref(&second)).await?;
+    forwarder.forward(std::slice::from_ref(&first)).await?;
+
+    let received = receiver.received();
+    let ids: Vec<_> = received.iter().filter_map(|request| request.header(BATCH_ID_HEADER)).collect();
+    assert_eq!(ids.len(), 3);
+    assert_ne!(ids[0], ids[1], "another version of one event is another batch");
+    assert_eq!(ids[0], ids[2], "the same body is the same batch");
+    Ok(())
+}
+
+#[tokio::test]
 async fn batches_split_by_count() -> anyhow::Result<()> {
     let receiver = receiver(&[], Reply::Ok).await?;
     let events: Vec<_> = (1..=7).map(allowed).collect();
@@ -491,7 +510,10 @@ async fn batches_split_by_count() -> anyhow::Result<()> {
         .collect::<Result<_, _>>()?;
     assert_eq!(sizes, [3, 3, 1]);
     let batch_ids: Vec<_> = received.iter().filter_map(|request| request.header(BATCH_ID_HEADER)).collect();
-    assert_eq!(batch_ids, [format!("{}+3", event_id(1)), format!("{}+3", event_id(4)), format!("{}+1", event_id(7))]);
+    let counts: Vec<_> = batch_ids.iter().filter_map(|id| id.rsplit_once('+').map(|(_, count)| count)).collect();
+    assert_eq!(counts, ["3", "3", "1"], "batch ids {batch_ids:?}");
+    let distinct: std::collections::BTreeSet<_> = batch_ids.iter().collect();
+    assert_eq!(distinct.len(), 3, "each batch has its own id: {batch_ids:?}");
     let expected: Vec<_> = (1..=7).map(event_id).collect();
     assert_eq!(receiver.accepted_ids(SiemFormat::Jsonl)?, expected);
     Ok(())
@@ -775,6 +797,61 @@ async fn tool_input_modes() -> anyhow::Result<()> {
 }
 
 #[tokio::test]
+async fn secret_fields_are_redacted_at_any_depth() -> anyhow::Result<()> {
+    let input = json!({
+        "query": "refund policy",
+        "auth": {"API_KEY": "sk-live-123", "region": "eu"},
+        "headers": [{"Authorization": "Bearer abc"}, {"accept": "json"}],
+        "password": {"nested": "hunter2"},
+        "max_tokens": 200,
+    });
+    let redacted = json!({
+        "query": "refund policy",
+        "auth": {"API_KEY": "[redacted]", "region": "eu"},
+        "headers": [{"Authorization": "[redacted]"}, {"accept": "json"}],
+        "password": "[redacted]",
+        "max_tokens": "[redacted]",
+    });
+    let cases = [
+        ("default fields, keep", ToolInput::Keep, None, redacted.clone()),
+        ("default fields, truncate", ToolInput::Truncate, None, redacted),
+        ("none", ToolInput::Keep, Some(Vec::new()), input.clone()),
+        (
+            "custom fields",
+            ToolInput::Keep,
+            Some(vec!["region".to_owned()]),
+            json!({
+                "query": "refund policy",
+                "auth": {"API_KEY": "sk-live-123", "region": "[redacted]"},
+                "headers": [{"Authorization": "Bearer abc"}, {"accept": "json"}],
+                "password": {"nested": "hunter2"},
+                "max_tokens": 200,
+            }),
+        ),
+    ];
+    for (case, mode, fields, expected) in cases {
+        let event = AuditEvent { input: Some(input.clone()), ..allowed(1) };
+        let line = forwarded_jsonl(event, |settings| {
+            settings.tool_input = mode;
+            if let Some(fields) = fields.clone() {
+                settings.redact_fields = fields;
+            }
+        })
+        .await?;
+        assert_eq!(line.get("input"), Some(&expected), "{case}");
+    }
+    Ok(())
+}
+
+#[test]
+fn plain_http_to_loopback_may_carry_a_token() {
+    for url in ["http://127.0.0.1:9000/ingest", "http://[::1]:9000/ingest", "http://localhost:9000/ingest"] {
+        let vars = [("SIEM_URL", url), ("SIEM_TOKEN", "t"), ("SIEM_HMAC_SECRET", "s")];
+        assert!(SiemSettings::from_env(env(&vars)).is_ok(), "{url}");
+    }
+}
+
+#[tokio::test]
 async fn truncate_replaces_large_input() -> anyhow::Result<()> {
     // 'é' is two bytes, so a cap of 2047 bytes falls inside a character.
     let input = json!({ "text": "é".repeat(1500) });
@@ -976,6 +1053,9 @@ fn from_env_errors_name_variable() {
         (&[URL, ("SIEM_TOOL_INPUT_BYTES", "2k")], "SIEM_TOOL_INPUT_BYTES", "not a size in bytes"),
         (&[URL, ("SIEM_FORMAT", "splunk")], "SIEM_TOKEN", "needs the HTTP Event Collector token"),
         (&[URL, ("SIEM_TOKEN", "a\nb")], "SIEM_TOKEN", "HTTP header"),
+        (&[("SIEM_URL", "http://siem.example/ingest"), ("SIEM_TOKEN", "t")], "SIEM_URL", "use `https://`"),
+        (&[("SIEM_URL", "http://10.0.0.9/ingest"), ("SIEM_HMAC_SECRET", "s")], "SIEM_URL", "use `https://`"),
+        (&[URL, ("SIEM_REDACT_FIELDS", "token,[z-a]")], "SIEM_REDACT_FIELDS", "not a valid pattern"),
     ];
     for (vars, name, message) in cases {
         let error = SiemSettings::from_env(env(vars)).err();

@@ -199,6 +199,7 @@ contract_tests!(
     anomaly_is_recorded_once_and_kept_out_of_calls,
     alerts_list_newest_first_within_range,
     quarantine_is_set_kept_and_lifted,
+    anomaly_and_its_quarantine_are_stored_together,
 );
 
 /// An anomaly event about `session_id`, with an id that depends only on `key`, as the
@@ -637,6 +638,38 @@ mod cases {
 
         let newest = backend.audit.alerts(t0, t0 + Duration::hours(1), 1).await?;
         assert_eq!(newest.first().map(|alert| alert.event_id.as_str()), stored_ids.last().copied());
+        Ok(())
+    }
+
+    pub(super) async fn anomaly_and_its_quarantine_are_stored_together(backend: &Backend) -> TestResult {
+        backend.keys.put_model(&model("gpt-4o", &["key-1"], &["calendar.*"])?).await?;
+        let until = datetime!(2031-01-02 03:04:05 UTC);
+        let mut spike = anomaly_event("gpt-4o spike", "", t0());
+        if let Some(anomaly) = spike.anomaly.as_mut() {
+            anomaly.scope = AnomalyScope::Model;
+            anomaly.subject = "gpt-4o".to_owned();
+            anomaly.quarantined_until = Some(until);
+        }
+
+        assert!(backend.audit.record_new(&spike).await?);
+        let quarantined = backend.keys.load_models().await?;
+        assert_eq!(quarantined.first().and_then(|entry| entry.quarantined_until), Some(until));
+
+        // An admin lifts it; the same anomaly detected again (a replay, another shard) is
+        // already stored, so it does not quarantine the model again.
+        backend.keys.set_quarantine("gpt-4o", None).await?;
+        assert!(!backend.audit.record_new(&spike).await?);
+        let lifted = backend.keys.load_models().await?;
+        assert_eq!(lifted.first().and_then(|entry| entry.quarantined_until), None);
+
+        let mut unknown = anomaly_event("ghost spike", "", t0());
+        unknown.model_id = "ghost".to_owned();
+        if let Some(anomaly) = unknown.anomaly.as_mut() {
+            anomaly.quarantined_until = Some(until);
+        }
+        assert!(backend.audit.record_new(&unknown).await?, "an anomaly of an unknown model is stored");
+        let models: Vec<String> = backend.keys.load_models().await?.into_iter().map(|entry| entry.model_id).collect();
+        assert_eq!(models, ["gpt-4o"], "and no model is created for it");
         Ok(())
     }
 

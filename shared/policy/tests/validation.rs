@@ -35,6 +35,8 @@ fn invalid_policies_snapshot() {
         ("missing_tools", "rules:\n  - id: r\n    action: deny\n    reason: because\n".to_owned()),
         ("empty_reason", RULE.replace("because", "''")),
         ("bad_id", RULE.replace("id: r", "id: 'my rule'")),
+        ("reserved_quarantine_id", RULE.replace("id: r", "id: quarantine")),
+        ("reserved_anomaly_id", RULE.replace("id: r", "id: 'anomaly:denial_spike'")),
         ("bad_duration", "limits:\n  - id: l\n    per: session\n    max_calls: 5\n    window: 5 parsecs\n".to_owned()),
         ("zero_window", "limits:\n  - id: l\n    per: session\n    max_calls: 5\n    window: 0s\n".to_owned()),
         ("huge_window", "limits:\n  - id: l\n    per: session\n    max_calls: 5\n    window: 30d\n".to_owned()),

@@ -123,8 +123,11 @@ impl<'a> Plan<'a> {
             threshold: spike.threshold,
             quarantine: settings.quarantine,
         };
-        let subjects =
-            [(AnomalyScope::Model, event.model_id.as_str()), (AnomalyScope::Session, event.session_id.as_str())];
+        // A failed-key call names a model it could not prove to be, so it counts for its
+        // session and overall only: anyone could otherwise raise a spike, and with it a
+        // quarantine, for a model whose key they do not have.
+        let model = if authenticated(event) { event.model_id.as_str() } else { "" };
+        let subjects = [(AnomalyScope::Model, model), (AnomalyScope::Session, event.session_id.as_str())];
         for (scope, subject) in subjects {
             if !subject.is_empty() {
                 self.count(check, scope, subject, event, Some(CounterValue::Count(1)));
@@ -135,7 +138,7 @@ impl<'a> Plan<'a> {
 
     fn count_call(&mut self, settings: &AnomalySettings, event: &'a AuditEvent) {
         let Some(spike) = settings.call_rate_spike else { return };
-        if event.model_id.is_empty() {
+        if event.model_id.is_empty() || !authenticated(event) {
             return;
         }
 
@@ -160,17 +163,26 @@ impl<'a> Plan<'a> {
 
         let check =
             Check::Probing { window: SlidingWindow::new(probing.window), distinct_tools: probing.distinct_tools };
-        let key = counter_key(check.detector(), AnomalyScope::Session, &event.session_id);
-        let bucket = check.bucket(event.time.unix_timestamp());
-        let tool = truncate(&event.tool_name, MAX_MEMBER_BYTES);
+        // Per model too, because a REST caller picks its session id and could spread its
+        // probes over many sessions. A denial is always authenticated.
+        let subjects =
+            [(AnomalyScope::Session, event.session_id.as_str()), (AnomalyScope::Model, event.model_id.as_str())];
+        for (scope, subject) in subjects {
+            if subject.is_empty() {
+                continue;
+            }
+            let key = counter_key(check.detector(), scope, subject);
+            let bucket = check.bucket(event.time.unix_timestamp());
+            let tool = truncate(&event.tool_name, MAX_MEMBER_BYTES);
 
-        let batch_value = self.counters.get(&key).and_then(|counted| counted.buckets.get(&bucket));
-        let in_batch = batch_value.map_or(0, |value| value.members().count());
-        let known = batch_value.is_some_and(|value| value.members().any(|member| member == tool));
-        let room = in_batch < self.member_cap && !full_buckets.contains(&(key, bucket));
+            let batch_value = self.counters.get(&key).and_then(|counted| counted.buckets.get(&bucket));
+            let in_batch = batch_value.map_or(0, |value| value.members().count());
+            let known = batch_value.is_some_and(|value| value.members().any(|member| member == tool));
+            let room = in_batch < self.member_cap && !full_buckets.contains(&(key, bucket));
 
-        let value = (known || room).then(|| CounterValue::Members(BTreeSet::from([tool.to_owned()])));
-        self.count(check, AnomalyScope::Session, &event.session_id, event, value);
+            let value = (known || room).then(|| CounterValue::Members(BTreeSet::from([tool.to_owned()])));
+            self.count(check, scope, subject, event, value);
+        }
     }
 
     /// Adds `value` to the counter of `scope` and `subject` in the bucket of `event`, and makes
@@ -284,6 +296,11 @@ fn truncate(text: &str, max_bytes: usize) -> &str {
         end -= 1;
     }
     text.get(..end).unwrap_or_default()
+}
+
+/// Returns whether a key authenticated the event's caller, so its model id is proven.
+fn authenticated(event: &AuditEvent) -> bool {
+    event.key_id.is_some()
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! Admin routes for sessions. Every one requires `X-Admin-Key`.
 
 use axum::Json;
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -70,11 +71,15 @@ const MAX_TRACE_SCAN: usize = 200;
 pub(super) async fn sessions(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Query(query): Query<SessionsQuery>,
+    query: Result<Query<SessionsQuery>, QueryRejection>,
 ) -> Response {
     if let Some(response) = admin_rejection(&state, &headers) {
         return response;
     }
+    let query = match super::reply::query(query) {
+        Ok(query) => query,
+        Err(error) => return error.into_response(),
+    };
     match list_sessions(&state, query).await {
         Ok(response) => response,
         Err(error) => error.into_response(),

@@ -1,6 +1,7 @@
 //! `GET /api/audit`: audit events of a time range, with optional model and decision filters.
 
 use axum::Json;
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
@@ -64,11 +65,15 @@ impl EventFilter {
 pub(super) async fn events(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Query(query): Query<AuditQuery>,
+    query: Result<Query<AuditQuery>, QueryRejection>,
 ) -> Response {
     if let Some(rejection) = admin_rejection(&state, &headers) {
         return rejection;
     }
+    let query = match super::reply::query(query) {
+        Ok(query) => query,
+        Err(error) => return error.into_response(),
+    };
     match list_events(&state, query).await {
         Ok(response) => response,
         Err(error) => error.into_response(),
@@ -112,11 +117,15 @@ const DEFAULT_ALERTS_RANGE: time::Duration = time::Duration::days(7);
 pub(super) async fn alerts(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Query(query): Query<AlertsQuery>,
+    query: Result<Query<AlertsQuery>, QueryRejection>,
 ) -> Response {
     if let Some(rejection) = admin_rejection(&state, &headers) {
         return rejection;
     }
+    let query = match super::reply::query(query) {
+        Ok(query) => query,
+        Err(error) => return error.into_response(),
+    };
     match list_alerts(&state, query).await {
         Ok(response) => response,
         Err(error) => error.into_response(),

@@ -7,6 +7,7 @@
 
 use axum::Json;
 use axum::body::Body;
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -118,11 +119,15 @@ pub(super) struct DiffQuery {
 pub(super) async fn diff(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Query(query): Query<DiffQuery>,
+    query: Result<Query<DiffQuery>, QueryRejection>,
 ) -> Response {
     if let Some(rejection) = admin_rejection(&state, &headers) {
         return rejection;
     }
+    let query = match super::reply::query(query) {
+        Ok(query) => query,
+        Err(error) => return error.into_response(),
+    };
     let from = match find_version(&state, &query.from).await {
         Ok(version) => version,
         Err(error) => return error.into_response(),

@@ -2,6 +2,8 @@
 //! HTTP status, and the 400 reply that lists the problems of an invalid YAML document.
 
 use axum::Json;
+use axum::extract::Query;
+use axum::extract::rejection::QueryRejection;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use mcpsec_policy::LoadError;
@@ -25,6 +27,15 @@ pub(super) fn invalid_document(error: &LoadError, label: &str) -> Response {
         .collect();
     let body = json!({"status": label, "valid": false, "reason": error.to_string(), "problems": problems});
     (StatusCode::BAD_REQUEST, Json(body)).into_response()
+}
+
+/// Unwraps a parsed query string, or builds the 400 reply that names what is wrong with it.
+/// Handlers take the query as a `Result` and call this after the admin check, so that a
+/// request without the admin key gets 401 whatever its query string.
+pub(super) fn query<T>(parsed: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
+    parsed.map(|Query(value)| value).map_err(|rejection| {
+        bad_request(&format!("invalid query string: {}; see the route's parameters", rejection.body_text()))
+    })
 }
 
 pub(super) fn bad_request(reason: &str) -> ApiError {

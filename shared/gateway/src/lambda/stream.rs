@@ -20,6 +20,7 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use aws_lambda_events::event::dynamodb::{Event, EventRecord};
@@ -150,10 +151,15 @@ struct Decoded {
 
 /// Runs the batch through `pipeline` and returns the records that failed.
 ///
+/// `budget` is how long the batch may take, if limited: the SIEM delivery and each webhook
+/// post stop when it runs out, and their records are reported as failed, so the function
+/// answers before Lambda's timeout would fail the whole batch.
+///
 /// `REMOVE` records (such as deletions by the table's time to live) and `MODIFY` records
 /// without a new image are skipped. A failure is identified by the record's
 /// `SequenceNumber`, as Lambda expects for DynamoDB streams.
-pub async fn handle_batch(event: Event, pipeline: &StreamPipeline) -> DynamoDbEventResponse {
+pub async fn handle_batch(event: Event, pipeline: &StreamPipeline, budget: Option<Duration>) -> DynamoDbEventResponse {
+    let deadline = budget.map(|budget| Instant::now() + budget);
     let records = &event.records;
     let mut failed = vec![false; records.len()];
     let mut decoded = Vec::new();
@@ -170,7 +176,7 @@ pub async fn handle_batch(event: Event, pipeline: &StreamPipeline) -> DynamoDbEv
         }
     }
 
-    forward(pipeline.sink.as_ref(), &decoded, &mut failed).await;
+    forward(pipeline.sink.as_ref(), &decoded, &mut failed, deadline).await;
 
     let first_failed = failed.iter().position(|failed| *failed).unwrap_or(records.len());
     let settled: Vec<&Decoded> =
@@ -179,7 +185,7 @@ pub async fn handle_batch(event: Event, pipeline: &StreamPipeline) -> DynamoDbEv
         detect(detection, &settled, &mut failed).await;
     }
     if let Some(webhook) = &pipeline.webhook {
-        alert(webhook, &settled, &mut failed).await;
+        alert(webhook, &settled, &mut failed, deadline).await;
     }
 
     let mut response = DynamoDbEventResponse::default();
@@ -198,9 +204,17 @@ fn mark_failed(failed: &mut [bool], index: usize) {
 }
 
 /// Hands every decoded event to the sink; the events it did not take fail their records.
-async fn forward(sink: &dyn EventSink, decoded: &[Decoded], failed: &mut [bool]) {
+async fn forward(sink: &dyn EventSink, decoded: &[Decoded], failed: &mut [bool], deadline: Option<Instant>) {
     let events: Vec<AuditEvent> = decoded.iter().map(|record| record.event.clone()).collect();
-    if let Err(failure) = sink.deliver(&events).await {
+    let delivered = match deadline {
+        None => sink.deliver(&events).await,
+        Some(deadline) => match tokio::time::timeout_at(deadline.into(), sink.deliver(&events)).await {
+            Ok(result) => result,
+            // What was delivered before the time ran out is unknown, so every record is retried.
+            Err(_) => Err(SinkFailure { delivered: 0, reason: "the batch ran out of time".to_owned() }),
+        },
+    };
+    if let Err(failure) = delivered {
         tracing::error!(delivered = failure.delivered, pending = events.len().saturating_sub(failure.delivered), error = %failure.reason, "audit event sink failed; the records are retried");
         for record in decoded.iter().skip(failure.delivered) {
             mark_failed(failed, record.index);
@@ -221,7 +235,7 @@ async fn detect(detection: &Detection, settled: &[&Decoded], failed: &mut [bool]
             let stores = detection.state.stores();
             detection
                 .raiser
-                .process(policy.anomalies(), &calls, stores.audit.as_ref(), stores.keys.as_ref())
+                .process(policy.anomalies(), &calls, stores.audit.as_ref())
                 .await
                 .map_err(|error| error.to_string())
         }
@@ -236,14 +250,20 @@ async fn detect(detection: &Detection, settled: &[&Decoded], failed: &mut [bool]
 }
 
 /// Posts the settled anomalies to the webhook, stopping at the first failure.
-async fn alert(webhook: &AlertWebhook, settled: &[&Decoded], failed: &mut [bool]) {
+async fn alert(webhook: &AlertWebhook, settled: &[&Decoded], failed: &mut [bool], deadline: Option<Instant>) {
     let mut failing = false;
     for record in settled.iter().filter(|record| record.event.is_anomaly()) {
         if failing {
             mark_failed(failed, record.index);
             continue;
         }
-        if let Err(error) = webhook.send(&record.event).await {
+        let sent = match deadline {
+            None => webhook.send(&record.event).await,
+            Some(deadline) => tokio::time::timeout_at(deadline.into(), webhook.send(&record.event))
+                .await
+                .unwrap_or_else(|_| Err("the batch ran out of time".to_owned())),
+        };
+        if let Err(error) = sent {
             tracing::error!(event.id = %record.event.event_id, error = %error, "alert webhook failed; the record is retried");
             mark_failed(failed, record.index);
             failing = true;
@@ -286,9 +306,30 @@ pub async fn pipeline_from_env() -> Result<StreamPipeline, String> {
 pub async fn run(pipeline: StreamPipeline) -> Result<(), lambda_runtime::Error> {
     let pipeline = &pipeline;
     lambda_runtime::run(service_fn(|event: LambdaEvent<Event>| async move {
-        Ok::<_, Infallible>(handle_batch(event.payload, pipeline).await)
+        let budget = match time_left(event.context.deadline) {
+            Some(left) if left > DEADLINE_MARGIN => Some(left - DEADLINE_MARGIN),
+            _ => {
+                // Lambda sets the deadline when the invocation starts, so this happens only
+                // under an emulator that sets none; the function then runs without a limit.
+                tracing::warn!(
+                    deadline_ms = event.context.deadline,
+                    "the invocation's deadline has passed or is too close; the batch runs without a time budget"
+                );
+                None
+            }
+        };
+        Ok::<_, Infallible>(handle_batch(event.payload, pipeline, budget).await)
     }))
     .await
+}
+
+/// Time kept back from the invocation's deadline to report the failed records.
+const DEADLINE_MARGIN: Duration = Duration::from_secs(3);
+
+/// Returns the time until `deadline`, in milliseconds since the Unix epoch as Lambda gives it.
+fn time_left(deadline: u64) -> Option<Duration> {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).ok()?;
+    Some(Duration::from_millis(deadline).saturating_sub(now))
 }
 
 /// Decodes the audit event of one record; `None` for a record to skip.

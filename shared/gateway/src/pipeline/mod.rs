@@ -8,8 +8,9 @@
 //! * On AWS, the `stream` function receives the audit table's DynamoDB stream
 //!   ([`crate::lambda::stream`]), and Lambda keeps the position.
 //!
-//! [`AnomalyRaiser`] is the step they share: it counts events, stores each anomaly it finds
-//! with an insert-if-absent write, and quarantines a model when the policy asks for it.
+//! [`AnomalyRaiser`] is the step they share: it counts events and stores each anomaly it
+//! finds with an insert-if-absent write, which also quarantines the model when the policy
+//! asks for it.
 
 pub mod outbox;
 
@@ -19,7 +20,7 @@ use mcpsec_policy::AnomalySettings;
 
 use crate::anomaly::{CounterStore, Detector};
 use crate::audit::AuditEvent;
-use crate::store::{AuditStore, KeyStore, StoreError};
+use crate::store::{AuditStore, StoreError};
 use crate::toolcall::QUARANTINE_RULE;
 
 /// The detector with its counters, and what to do with an anomaly it finds.
@@ -36,26 +37,44 @@ impl AnomalyRaiser {
 
     /// Counts `events` and raises the anomalies they cause, in order; returns those that were
     /// raised now, not those another process or an earlier attempt raised already.
-    ///
-    /// Calls denied because their model was quarantined are left out of the counts: they are
-    /// the effect of an anomaly, and counting them would extend the quarantine for as long as
-    /// the model keeps calling.
     pub async fn process(
         &self,
         settings: &AnomalySettings,
         events: &[AuditEvent],
         audit: &dyn AuditStore,
-        keys: &dyn KeyStore,
+    ) -> Result<Vec<AuditEvent>, StoreError> {
+        let candidates = self.count(settings, events).await?;
+        self.raise(candidates, audit).await
+    }
+
+    /// Counts `events` and returns the anomalies they may cause, without storing them.
+    ///
+    /// Calls denied because their model was quarantined are left out of the counts: they are
+    /// the effect of an anomaly, and counting them would extend the quarantine for as long as
+    /// the model keeps calling.
+    pub async fn count(
+        &self,
+        settings: &AnomalySettings,
+        events: &[AuditEvent],
     ) -> Result<Vec<AuditEvent>, StoreError> {
         let counted: Vec<AuditEvent> =
             events.iter().filter(|event| event.rule.as_deref() != Some(QUARANTINE_RULE)).cloned().collect();
-        let candidates = self.detector.observe(settings, &counted, self.counters.as_ref()).await?;
+        self.detector.observe(settings, &counted, self.counters.as_ref()).await
+    }
 
+    /// Stores each candidate anomaly unless it is stored already, with its quarantine, and
+    /// returns the ones stored now. Safe to call again with the same candidates after a
+    /// failure, because each is written only if absent.
+    pub async fn raise(
+        &self,
+        candidates: Vec<AuditEvent>,
+        audit: &dyn AuditStore,
+    ) -> Result<Vec<AuditEvent>, StoreError> {
         let mut raised = Vec::new();
         for anomaly in candidates {
+            // The store applies the anomaly's quarantine in the same write.
             if audit.record_new(&anomaly).await? {
                 log_anomaly(&anomaly);
-                quarantine(keys, &anomaly).await?;
                 raised.push(anomaly.clone());
             }
             self.detector.mark_emitted([anomaly.event_id.as_str()]);
@@ -74,26 +93,18 @@ pub fn longest_window(settings: &AnomalySettings) -> std::time::Duration {
     [denial, probing, rate].into_iter().flatten().max().unwrap_or_default()
 }
 
-/// Applies the quarantine that an anomaly carries, if any.
-async fn quarantine(keys: &dyn KeyStore, anomaly: &AuditEvent) -> Result<(), StoreError> {
-    let Some(until) = anomaly.anomaly.as_ref().and_then(|details| details.quarantined_until) else {
-        return Ok(());
-    };
-    if keys.set_quarantine(&anomaly.model_id, Some(until)).await? {
-        tracing::warn!(model.id = %anomaly.model_id, until = %until, event.id = %anomaly.event_id, "model quarantined after a denial spike");
-    } else {
-        tracing::info!(model.id = %anomaly.model_id, "denial spike of an unknown model id; nothing to quarantine");
-    }
-    Ok(())
-}
-
 fn log_anomaly(anomaly: &AuditEvent) {
-    let detector = anomaly.anomaly.as_ref().map(|details| details.detector);
+    let details = anomaly.anomaly.as_ref();
+    let detector = details.map_or("unknown", |details| details.detector.as_str());
+    let quarantined_until = details
+        .and_then(|details| details.quarantined_until)
+        .and_then(|until| until.format(&time::format_description::well_known::Rfc3339).ok());
     tracing::warn!(
         anomaly.id = %anomaly.event_id,
-        detector = ?detector,
+        detector,
         model.id = %anomaly.model_id,
         session.id = %anomaly.session_id,
+        quarantined_until,
         reason = %anomaly.reason,
         "anomaly raised"
     );

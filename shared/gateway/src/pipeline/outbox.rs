@@ -20,7 +20,7 @@
 //! positions and anomalies through its writer queue, like any other writer.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use time::OffsetDateTime;
@@ -45,6 +45,9 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(500);
 
 /// Longest pause after failures.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// Least time between two saves of a busy consumer's position.
+const SAVE_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Name of the SIEM consumer's saved position.
 pub const SIEM_CONSUMER: &str = "siem";
@@ -80,7 +83,7 @@ impl Outbox {
             tasks.push(spawn(Arc::clone(&store), Feed::Changes, SIEM_CONSUMER, Start::Beginning, consumer, &stopped));
         }
         let raiser = AnomalyRaiser::new(Arc::new(MemoryCounters::new()));
-        let detector = DetectorConsumer { raiser, state };
+        let detector = DetectorConsumer { raiser, state, pending: None };
         tasks.push(spawn(Arc::clone(&store), Feed::Inserts, DETECTOR_CONSUMER, Start::Replay, detector, &stopped));
         if let Some(webhook) = sinks.webhook {
             let consumer = AlertConsumer { webhook };
@@ -171,6 +174,7 @@ async fn follow(
         }
     };
     tracing::info!(consumer = name, position, "outbox consumer started");
+    let mut cursor = Cursor { name, saved: position, saved_at: Instant::now() };
 
     loop {
         let stopping = *stopped.borrow();
@@ -179,12 +183,14 @@ async fn follow(
             Err(error) => {
                 tracing::error!(consumer = name, error = %error, "outbox read failed; retrying");
                 if stopping || pause(&mut stopped, &mut backoff).await {
+                    cursor.save(&store, position).await;
                     return;
                 }
                 continue;
             }
         };
         if entries.is_empty() {
+            cursor.save(&store, position).await;
             if stopping {
                 tracing::info!(consumer = name, position, "outbox consumer drained and stopped");
                 return;
@@ -200,8 +206,8 @@ async fn follow(
         let handled = consumer.handle(&entries).await;
         if let Some(last) = handled.count.checked_sub(1).and_then(|index| entries.get(index)) {
             position = last.position;
-            if let Err(error) = store.save_cursor(name, position).await {
-                tracing::error!(consumer = name, error = %error, "saving the outbox position failed; events after the saved one are handled again at the next start");
+            if cursor.saved_at.elapsed() >= SAVE_INTERVAL {
+                cursor.save(&store, position).await;
             }
         }
         match handled.error {
@@ -209,8 +215,37 @@ async fn follow(
             Some(error) => {
                 tracing::warn!(consumer = name, handled = handled.count, pending = entries.len() - handled.count, error = %error, "outbox consumer failed; retrying the rest");
                 if stopping || pause(&mut stopped, &mut backoff).await {
+                    cursor.save(&store, position).await;
                     return;
                 }
+            }
+        }
+    }
+}
+
+/// The saved position of a consumer. Saving after every batch would add a commit, and so a
+/// sync, per batch to the writer that tool calls wait for, so a busy consumer saves at most
+/// once per [`SAVE_INTERVAL`], and whenever it runs out of events or stops. A crash repeats
+/// at most that interval of work: SIEM receivers drop the duplicates by event id, anomalies
+/// are stored once by id, and only a webhook message may be posted twice.
+struct Cursor {
+    name: &'static str,
+    saved: i64,
+    saved_at: Instant,
+}
+
+impl Cursor {
+    async fn save(&mut self, store: &SqliteStore, position: i64) {
+        if position == self.saved {
+            return;
+        }
+        match store.save_cursor(self.name, position).await {
+            Ok(()) => {
+                self.saved = position;
+                self.saved_at = Instant::now();
+            }
+            Err(error) => {
+                tracing::error!(consumer = self.name, position, error = %error, "saving the outbox position failed; events after the saved one are handled again at the next start");
             }
         }
     }
@@ -266,26 +301,39 @@ impl Consumer for SiemConsumer {
 struct DetectorConsumer {
     raiser: AnomalyRaiser,
     state: AppState,
+    /// Anomalies counted from a batch but not stored yet, because storing failed, with the
+    /// batch's first position and length. The retry stores them without counting the batch
+    /// again, and handles that many events, however many more were read since.
+    pending: Option<(i64, usize, Vec<AuditEvent>)>,
 }
 
 #[async_trait]
 impl Consumer for DetectorConsumer {
     async fn handle(&mut self, entries: &[OutboxEntry]) -> Handled {
-        let policy = match self.state.policy().await {
-            Ok(policy) => policy,
-            Err(error) => return Handled { count: 0, error: Some(error) },
+        let Some(first) = entries.first().map(|entry| entry.position) else {
+            return Handled { count: 0, error: None };
         };
-        let events: Vec<AuditEvent> = entries.iter().map(|entry| entry.event.clone()).collect();
+        let (count, candidates) = match self.pending.take() {
+            Some((position, count, candidates)) if position == first => (count.min(entries.len()), candidates),
+            _ => match self.count(entries).await {
+                Ok(candidates) => (entries.len(), candidates),
+                Err(error) => return Handled { count: 0, error: Some(error) },
+            },
+        };
+
         let stores = self.state.stores();
-        match self.raiser.process(policy.anomalies(), &events, stores.audit.as_ref(), stores.keys.as_ref()).await {
+        match self.raiser.raise(candidates.clone(), stores.audit.as_ref()).await {
             Ok(raised) => {
                 if raised.iter().any(|anomaly| anomaly.anomaly.as_ref().is_some_and(|a| a.quarantined_until.is_some()))
                 {
                     self.state.invalidate().await;
                 }
-                Handled { count: events.len(), error: None }
+                Handled { count, error: None }
             }
-            Err(error) => Handled { count: 0, error: Some(error.to_string()) },
+            Err(error) => {
+                self.pending = Some((first, count, candidates));
+                Handled { count: 0, error: Some(format!("storing anomalies failed: {error}")) }
+            }
         }
     }
 
@@ -294,6 +342,14 @@ impl Consumer for DetectorConsumer {
             Ok(policy) => super::longest_window(policy.anomalies()),
             Err(_) => super::longest_window(&mcpsec_policy::AnomalySettings::default()),
         }
+    }
+}
+
+impl DetectorConsumer {
+    async fn count(&self, entries: &[OutboxEntry]) -> Result<Vec<AuditEvent>, String> {
+        let policy = self.state.policy().await?;
+        let events: Vec<AuditEvent> = entries.iter().map(|entry| entry.event.clone()).collect();
+        self.raiser.count(policy.anomalies(), &events).await.map_err(|error| format!("counting failed: {error}"))
     }
 }
 

@@ -9,6 +9,7 @@ use time::format_description::well_known::Rfc3339;
 use super::settings::{SiemFormat, SiemSettings, ToolInput};
 use super::{jsonl, ocsf, splunk};
 use crate::audit::{Anomaly, AuditEvent, Detector, UpstreamOutcome};
+use mcpsec_policy::glob::Pattern;
 
 /// Value of the `source` field in every format.
 pub(super) const SOURCE: &str = "mcpsec-gateway";
@@ -61,6 +62,7 @@ pub(super) struct Encoder {
     format: SiemFormat,
     tool_input: ToolInput,
     tool_input_bytes: usize,
+    redact: Vec<Pattern>,
     splunk: splunk::Options,
 }
 
@@ -72,6 +74,8 @@ impl Encoder {
             format: settings.format,
             tool_input: settings.tool_input,
             tool_input_bytes: settings.tool_input_bytes,
+            // The settings checked every pattern, so none is left out here.
+            redact: settings.redact_fields.iter().filter_map(|field| Pattern::new(field).ok()).collect(),
             splunk,
         }
     }
@@ -107,11 +111,14 @@ impl Encoder {
         Record { event_id: event.event_id.clone(), bytes, reduction }
     }
 
-    fn handle_input(&self, input: Value) -> Option<Value> {
+    fn handle_input(&self, mut input: Value) -> Option<Value> {
+        if self.tool_input == ToolInput::Drop {
+            return None;
+        }
+        redact(&mut input, &self.redact);
         match self.tool_input {
-            ToolInput::Keep => Some(input),
-            ToolInput::Drop => None,
             ToolInput::Truncate => Some(truncate_input(input, self.tool_input_bytes)),
+            ToolInput::Keep | ToolInput::Drop => Some(input),
         }
     }
 
@@ -166,6 +173,28 @@ impl Encoder {
 
 /// Replaces `input` when its compact JSON text is longer than `max_bytes` with its size,
 /// SHA-256 and the first `max_bytes` of the text, cut at a character boundary.
+/// The value that replaces a redacted field.
+pub(super) const REDACTED: &str = "[redacted]";
+
+/// Replaces, at any depth, the value of every object field whose lowercase name matches one of
+/// `fields`.
+pub(super) fn redact(value: &mut Value, fields: &[Pattern]) {
+    match value {
+        Value::Object(map) => {
+            for (name, field) in map.iter_mut() {
+                let lowercase = name.to_lowercase();
+                if fields.iter().any(|pattern| pattern.is_match(&lowercase)) {
+                    *field = Value::String(REDACTED.to_owned());
+                } else {
+                    redact(field, fields);
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(|item| redact(item, fields)),
+        _ => {}
+    }
+}
+
 pub(super) fn truncate_input(input: Value, max_bytes: usize) -> Value {
     let text = input.to_string();
     if text.len() <= max_bytes {

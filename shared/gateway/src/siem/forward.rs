@@ -3,6 +3,8 @@
 use std::collections::VecDeque;
 use std::ops::Range;
 
+use sha2::{Digest, Sha256};
+
 use super::delivery::{Delivery, DeliveryError};
 use super::format::{Encoder, Record, Reduction};
 use super::settings::{SiemFormat, SiemSettings, redact_url};
@@ -138,7 +140,7 @@ impl SiemForwarder {
         while let Some(range) = pending.pop_front() {
             let batch = records.get(range.clone()).unwrap_or_default();
             let body = self.encoder.body(batch);
-            match self.delivery.post(&body, batch_id(batch).as_deref(), batch.len()).await {
+            match self.delivery.post(&body, Some(&batch_id(&body, batch.len())), batch.len()).await {
                 Ok(()) => *delivered += batch.len(),
                 Err(DeliveryError::TooLarge) if batch.len() > 1 => {
                     let middle = range.start + range.len() / 2;
@@ -159,12 +161,13 @@ impl SiemForwarder {
     }
 }
 
-/// Returns `<first event id>+<count>`, the same on every attempt of one request. Characters
-/// other than ASCII letters, digits and `-` are left out so that the id is a valid header.
-fn batch_id(batch: &[Record]) -> Option<String> {
-    let first = batch.first()?;
-    let id: String = first.event_id.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '-').take(64).collect();
-    Some(format!("{id}+{}", batch.len()))
+/// Returns `<first 32 hex digits of the body's SHA-256>+<count>`, the same on every attempt of
+/// one request. Two versions of one event, or the same events in other batches, give other
+/// ids, so a receiver that drops repeated batch ids never drops new content.
+fn batch_id(body: &[u8], count: usize) -> String {
+    let digest = Sha256::digest(body);
+    let prefix: String = digest.iter().take(16).map(|byte| format!("{byte:02x}")).collect();
+    format!("{prefix}+{count}")
 }
 
 fn log_reduction(record: &Record, batch_bytes: usize) {

@@ -16,7 +16,8 @@
 //! its cursor, so receivers see duplicates. Each event has a unique `event_id` and an `event_version`: 1
 //! before the upstream outcome is known and 2 with it. Receivers drop duplicates by
 //! `event_id` and keep the highest `event_version`. Each request also carries an
-//! `X-Mcpsec-Batch-Id` header (`<first event id>+<count>`) that is the same on every retry.
+//! `X-Mcpsec-Batch-Id` header (a hash of the body and the event count) that is the same on
+//! every retry.
 //!
 //! Each request is tried up to `SIEM_MAX_ATTEMPTS` times, with exponential backoff from
 //! 200 ms, capped at 30 s, with full jitter. Connection errors, timeouts, 408, 429 (honouring

@@ -117,6 +117,10 @@ pub struct SiemSettings {
     /// Size in bytes of JSON text above which `truncate` replaces an input, and the length of
     /// its preview (`SIEM_TOOL_INPUT_BYTES`).
     pub tool_input_bytes: usize,
+    /// Names of tool-input fields whose values are replaced by `[redacted]` at any depth before
+    /// forwarding (`SIEM_REDACT_FIELDS`): fnmatch patterns matched against the lowercase field
+    /// name. `none` keeps every value.
+    pub redact_fields: Vec<String>,
     /// Splunk index of every event (`SIEM_SPLUNK_INDEX`); the token's default index when unset.
     pub splunk_index: Option<String>,
     /// Splunk sourcetype of every event (`SIEM_SPLUNK_SOURCETYPE`).
@@ -137,6 +141,7 @@ impl SiemSettings {
             max_attempts: DEFAULT_MAX_ATTEMPTS,
             tool_input: ToolInput::Truncate,
             tool_input_bytes: DEFAULT_TOOL_INPUT_BYTES,
+            redact_fields: DEFAULT_REDACT_FIELDS.iter().map(|field| (*field).to_owned()).collect(),
             splunk_index: None,
             splunk_sourcetype: DEFAULT_SPLUNK_SOURCETYPE.to_owned(),
         }
@@ -161,6 +166,7 @@ impl SiemSettings {
             max_attempts: read_max_attempts(&var)?,
             tool_input: parse_with(&var, "SIEM_TOOL_INPUT", ToolInput::Truncate)?,
             tool_input_bytes: number(&var, "SIEM_TOOL_INPUT_BYTES", DEFAULT_TOOL_INPUT_BYTES, "a size in bytes")?,
+            redact_fields: read_redact_fields(var("SIEM_REDACT_FIELDS"))?,
             splunk_index: var("SIEM_SPLUNK_INDEX").map(|index| index.trim().to_owned()),
             splunk_sourcetype: var("SIEM_SPLUNK_SOURCETYPE")
                 .map_or_else(|| DEFAULT_SPLUNK_SOURCETYPE.to_owned(), |sourcetype| sourcetype.trim().to_owned()),
@@ -183,7 +189,23 @@ impl SiemSettings {
         }
         check_timeout(self.timeout)?;
         check_max_attempts(self.max_attempts)?;
+        self.check_plain_http()?;
         self.check_token()
+    }
+
+    /// Rejects a token or signing secret sent over plain HTTP to a host other than loopback,
+    /// where anyone on the path could read the token or the signed events.
+    fn check_plain_http(&self) -> Result<(), ConfigError> {
+        let host = self.url.host_str().unwrap_or_default();
+        let address = host.trim_start_matches('[').trim_end_matches(']').parse::<std::net::IpAddr>();
+        let loopback = host.eq_ignore_ascii_case("localhost") || address.is_ok_and(|address| address.is_loopback());
+        if self.url.scheme() == "http" && !loopback && (self.token.is_some() || self.hmac_secret.is_some()) {
+            return Err(ConfigError {
+                name: "SIEM_URL",
+                reason: "is `http://` to a host other than loopback while `SIEM_TOKEN` or `SIEM_HMAC_SECRET` is set; use `https://` so the token and events are not sent in the clear".to_owned(),
+            });
+        }
+        Ok(())
     }
 
     fn check_token(&self) -> Result<(), ConfigError> {
@@ -225,6 +247,7 @@ impl fmt::Debug for SiemSettings {
             .field("max_attempts", &self.max_attempts)
             .field("tool_input", &self.tool_input)
             .field("tool_input_bytes", &self.tool_input_bytes)
+            .field("redact_fields", &format_args!("{} patterns", self.redact_fields.len()))
             .field("splunk_index", &self.splunk_index)
             .field("splunk_sourcetype", &self.splunk_sourcetype)
             .finish()
@@ -312,4 +335,46 @@ fn parse_with<T: FromStr<Err = String>>(
 ) -> Result<T, ConfigError> {
     let Some(value) = var(name) else { return Ok(default) };
     value.parse().map_err(|reason| ConfigError { name, reason })
+}
+
+/// Tool-input fields redacted when `SIEM_REDACT_FIELDS` is unset: the usual names of keys,
+/// tokens and passwords. `max_tokens` and similar numbers are redacted too, which loses
+/// nothing that matters.
+pub const DEFAULT_REDACT_FIELDS: &[&str] = &[
+    "key",
+    "*api_key*",
+    "*apikey*",
+    "*access_key*",
+    "*private_key*",
+    "*secret*",
+    "*token*",
+    "*password*",
+    "*passwd*",
+    "*credential*",
+    "authorization",
+    "cookie",
+];
+
+/// Reads `SIEM_REDACT_FIELDS`: comma-separated fnmatch patterns, or `none`.
+fn read_redact_fields(value: Option<String>) -> Result<Vec<String>, ConfigError> {
+    let Some(value) = value else {
+        return Ok(DEFAULT_REDACT_FIELDS.iter().map(|field| (*field).to_owned()).collect());
+    };
+    if value.trim().eq_ignore_ascii_case("none") {
+        return Ok(Vec::new());
+    }
+    let mut fields = Vec::new();
+    for field in value.split(',').map(str::trim).filter(|field| !field.is_empty()) {
+        let lowercase = field.to_lowercase();
+        if let Err(error) = mcpsec_policy::glob::Pattern::new(&lowercase) {
+            return Err(ConfigError {
+                name: "SIEM_REDACT_FIELDS",
+                reason: format!(
+                    "`{field}` is not a valid pattern ({error}); write comma-separated patterns such as `*token*,password`, or `none`"
+                ),
+            });
+        }
+        fields.push(lowercase);
+    }
+    Ok(fields)
 }

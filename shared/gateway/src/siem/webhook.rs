@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use super::delivery::{Delivery, DeliveryError};
 use super::format::{counted, detector_caption, rfc3339};
 use super::settings::{parse_url, read_max_attempts, read_timeout};
-use crate::audit::{Anomaly, AuditEvent};
+use crate::audit::{Anomaly, AuditEvent, Detector};
 use crate::config::ConfigError;
 
 /// Example of `ALERT_WEBHOOK_URL` in error messages.
@@ -26,7 +26,15 @@ const SECTION_TEXT_CHARS: usize = 3000;
 pub struct AlertWebhook {
     delivery: Delivery,
     origin: String,
+    detectors: Vec<Detector>,
 }
+
+/// The detectors whose anomalies are posted when `ALERT_WEBHOOK_DETECTORS` is unset. First
+/// tool use is left out: it is informational, and a new deployment raises one for every tool
+/// each model uses, which would flood a chat channel. It still reaches the SIEM and the
+/// dashboard.
+pub const DEFAULT_WEBHOOK_DETECTORS: &[Detector] =
+    &[Detector::DenialSpike, Detector::CallRateSpike, Detector::ScopeProbing];
 
 impl AlertWebhook {
     /// Creates a webhook client for `url` with `timeout` on each request and `max_attempts`
@@ -42,7 +50,14 @@ impl AlertWebhook {
         // The path of a Slack webhook URL is its secret, so logs show the origin only.
         let delivery =
             Delivery::new("alert_webhook", origin.clone(), url, timeout, max_attempts, "application/json", None, None)?;
-        Ok(Self { delivery, origin })
+        Ok(Self { delivery, origin, detectors: DEFAULT_WEBHOOK_DETECTORS.to_vec() })
+    }
+
+    /// Posts the anomalies of `detectors` only.
+    #[must_use]
+    pub fn with_detectors(mut self, detectors: Vec<Detector>) -> Self {
+        self.detectors = detectors;
+        self
     }
 
     /// Reads `ALERT_WEBHOOK_URL`, `SIEM_TIMEOUT` and `SIEM_MAX_ATTEMPTS` through `var`. Blank
@@ -58,6 +73,10 @@ impl AlertWebhook {
         let max_attempts = read_max_attempts(&var)?;
         let webhook = Self::new(url, timeout, max_attempts)
             .map_err(|reason| ConfigError { name: "ALERT_WEBHOOK_URL", reason })?;
+        let webhook = match var("ALERT_WEBHOOK_DETECTORS") {
+            Some(list) => webhook.with_detectors(parse_detectors(&list)?),
+            None => webhook,
+        };
         Ok(Some(webhook))
     }
 
@@ -72,6 +91,10 @@ impl AlertWebhook {
             return Err(format!("event `{}` is not an anomaly and was not posted", anomaly_event.event_id));
         };
 
+        if !self.detectors.contains(&anomaly.detector) {
+            tracing::debug!(event.id = %anomaly_event.event_id, detector = anomaly.detector.as_str(), "anomaly not posted: its detector is not in ALERT_WEBHOOK_DETECTORS");
+            return Ok(());
+        }
         let body = serde_json::to_vec(&message(anomaly_event, anomaly))
             .map_err(|error| format!("cannot encode the alert for event `{}`: {error}", anomaly_event.event_id))?;
         match self.delivery.post(&body, None, 1).await {
@@ -94,17 +117,26 @@ impl fmt::Debug for AlertWebhook {
 
 /// Returns the Slack message of an anomaly event.
 fn message(event: &AuditEvent, anomaly: &Anomaly) -> Value {
-    let summary = format!(
-        "MCP-Sec anomaly {}: {} `{}`: {} {} > {} within {} s, at {}",
-        anomaly.detector.as_str(),
-        anomaly.scope.as_str(),
-        escape(&anomaly.subject),
-        anomaly.observed,
-        counted(anomaly.detector),
-        anomaly.threshold,
-        anomaly.window_seconds,
-        rfc3339(event.time),
-    );
+    let summary = if anomaly.detector == Detector::FirstToolUse {
+        format!(
+            "MCP-Sec anomaly first_tool_use: model `{}` called tool `{}` for the first time, at {}",
+            escape(&event.model_id),
+            escape(&event.tool_name),
+            rfc3339(event.time),
+        )
+    } else {
+        format!(
+            "MCP-Sec anomaly {}: {} `{}`: {} {} > {} within {} s, at {}",
+            anomaly.detector.as_str(),
+            anomaly.scope.as_str(),
+            escape(&anomaly.subject),
+            anomaly.observed,
+            counted(anomaly.detector),
+            anomaly.threshold,
+            anomaly.window_seconds,
+            rfc3339(event.time),
+        )
+    };
 
     json!({
         "text": summary,
@@ -152,6 +184,23 @@ fn details(event: &AuditEvent, anomaly: &Anomaly) -> String {
 /// Escapes `&`, `<` and `>`, which Slack reads as control characters in message text.
 fn escape(text: &str) -> String {
     text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+}
+
+/// Parses `ALERT_WEBHOOK_DETECTORS`: comma-separated detector names.
+fn parse_detectors(list: &str) -> Result<Vec<Detector>, ConfigError> {
+    let all = [Detector::DenialSpike, Detector::CallRateSpike, Detector::ScopeProbing, Detector::FirstToolUse];
+    list.split(',')
+        .map(str::trim)
+        .filter(|name| !name.is_empty())
+        .map(|name| {
+            all.into_iter().find(|detector| detector.as_str() == name).ok_or_else(|| ConfigError {
+                name: "ALERT_WEBHOOK_DETECTORS",
+                reason: format!(
+                    "`{name}` is not a detector; write a comma-separated list of `denial_spike`, `call_rate_spike`, `scope_probing` and `first_tool_use`"
+                ),
+            })
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -113,7 +113,10 @@ pub trait AuditStore: Send + Sync {
     /// Stores `event` only if no event with its id is stored, and returns whether it was new.
     ///
     /// Anomaly events have ids derived from what they report, so this write is what makes an
-    /// anomaly be raised once, however many processes detect it.
+    /// anomaly be raised once, however many processes detect it. When the anomaly quarantines
+    /// a model ([`crate::audit::Anomaly::quarantined_until`]), the quarantine is written in
+    /// the same transaction: a stored anomaly always has its quarantine applied, and a retry
+    /// after a failure applies it then. A model id that no model has gets no quarantine.
     async fn record_new(&self, event: &AuditEvent) -> Result<bool, StoreError>;
     /// Returns the newest `limit` anomaly events with `since <= time < until`, newest first.
     async fn alerts(

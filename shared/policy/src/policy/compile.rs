@@ -93,6 +93,13 @@ pub(super) fn compile(raw: RawPolicy) -> Result<Policy, Vec<Problem>> {
     })
 }
 
+/// The rule id of the denials of a quarantined model, which no policy rule may take, so that
+/// those denials are never mistaken for a rule's.
+const RESERVED_ID: &str = "quarantine";
+
+/// The prefix of the rule ids of anomaly events.
+const RESERVED_PREFIX: &str = "anomaly:";
+
 fn check_unique_id(
     id: &Spanned<String>,
     field: &str,
@@ -110,6 +117,13 @@ fn check_unique_id(
     if let Some(bad) = value.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':'))) {
         let message = format!(
             "invalid rule id `{value}`: character `{bad}` is not allowed; use letters, digits, `-`, `_`, `.` and `:`"
+        );
+        problems.push(Problem::new(position, field, message));
+        return;
+    }
+    if value == RESERVED_ID || value.starts_with(RESERVED_PREFIX) {
+        let message = format!(
+            "rule id `{value}` is reserved: the gateway names quarantine denials `{RESERVED_ID}` and anomalies `{RESERVED_PREFIX}<detector>`; choose another id"
         );
         problems.push(Problem::new(position, field, message));
         return;

@@ -4,15 +4,16 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::types::AttributeValue;
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem, Update};
 use time::format_description::well_known::Rfc3339;
 use time::macros::format_description;
 use time::{Date, OffsetDateTime, UtcOffset};
 
 use super::error::{Failure, Resource, unavailable};
 use super::layout::{
-    ALERT_DAY, ALERTS_INDEX, ANOMALY_PREFIX, DAY, DECISION, EVENT, EVENT_PREFIX, MODEL_ID, PK, SESSION_ID,
-    SESSION_PREFIX, SK, TIME, TIME_NS, TTL,
+    ALERT_DAY, ALERTS_INDEX, ANOMALY_PREFIX, DAY, DECISION, EVENT, EVENT_PREFIX, MODEL_ID, PK, QUARANTINED_UNTIL,
+    SESSION_ID, SESSION_PREFIX, SK, TIME, TIME_NS, TTL,
 };
 use crate::audit::AuditEvent;
 use crate::store::StoreError;
@@ -60,13 +61,25 @@ pub(super) async fn record(
 }
 
 /// Stores `event` only if its key is free, and returns whether it was.
+///
+/// An anomaly that quarantines a model is written with `TransactWriteItems`, together with
+/// the model's `quarantined_until` in `keys_table`, so that neither is stored without the
+/// other. When the model does not exist, the anomaly is stored alone.
 pub(super) async fn record_new(
     client: &Client,
     table: &str,
+    keys_table: &str,
     retention: Option<Duration>,
     event: &AuditEvent,
 ) -> Result<bool, StoreError> {
     let (item, _) = encode_event(event, retention)?;
+    if let Some(until) = event.anomaly.as_ref().and_then(|anomaly| anomaly.quarantined_until) {
+        match record_with_quarantine(client, table, keys_table, item.clone(), event, until).await? {
+            Transacted::Stored => return Ok(true),
+            Transacted::AlreadyStored => return Ok(false),
+            Transacted::NoSuchModel => {}
+        }
+    }
 
     let result = client
         .put_item()
@@ -85,6 +98,73 @@ pub(super) async fn record_new(
         Err(error) => Err(Failure::new(&error)
             .unavailable(&format!("store new audit event `{}`", event.event_id), Resource::Table(table))),
     }
+}
+
+/// The outcome of writing an anomaly with its quarantine.
+enum Transacted {
+    Stored,
+    AlreadyStored,
+    NoSuchModel,
+}
+
+async fn record_with_quarantine(
+    client: &Client,
+    table: &str,
+    keys_table: &str,
+    item: HashMap<String, AttributeValue>,
+    event: &AuditEvent,
+    until: OffsetDateTime,
+) -> Result<Transacted, StoreError> {
+    let operation = format!("store anomaly `{}` with the quarantine of model `{}`", event.event_id, event.model_id);
+    let build = |error: aws_sdk_dynamodb::error::BuildError| {
+        StoreError::Unavailable(format!("failed to build the request to {operation}: {error}"))
+    };
+    let until = until.format(&Rfc3339).map_err(|error| {
+        StoreError::Unavailable(format!("quarantine end `{until}` cannot be written as RFC 3339: {error}"))
+    })?;
+
+    let put = Put::builder()
+        .table_name(table)
+        .set_item(Some(item))
+        .condition_expression("attribute_not_exists(#pk)")
+        .expression_attribute_names("#pk", PK)
+        .build()
+        .map_err(build)?;
+    let update = Update::builder()
+        .table_name(keys_table)
+        .key(MODEL_ID, AttributeValue::S(event.model_id.clone()))
+        .update_expression("SET #until = :until")
+        .condition_expression("attribute_exists(#model_id)")
+        .expression_attribute_names("#until", QUARANTINED_UNTIL)
+        .expression_attribute_names("#model_id", MODEL_ID)
+        .expression_attribute_values(":until", AttributeValue::S(until))
+        .build()
+        .map_err(build)?;
+    let result = client
+        .transact_write_items()
+        .transact_items(TransactWriteItem::builder().put(put).build())
+        .transact_items(TransactWriteItem::builder().update(update).build())
+        .send()
+        .await;
+
+    let error = match result {
+        Ok(_) => return Ok(Transacted::Stored),
+        Err(error) => error,
+    };
+    let failed_condition = |index: usize| match error.as_service_error() {
+        Some(TransactWriteItemsError::TransactionCanceledException(canceled)) => {
+            canceled.cancellation_reasons().get(index).and_then(|reason| reason.code())
+                == Some("ConditionalCheckFailed")
+        }
+        _ => false,
+    };
+    if failed_condition(0) {
+        return Ok(Transacted::AlreadyStored);
+    }
+    if failed_condition(1) {
+        return Ok(Transacted::NoSuchModel);
+    }
+    Err(Failure::new(&error).unavailable(&operation, Resource::Table(table)))
 }
 
 /// Returns the newest `limit` anomaly events with `since <= time < until`, newest first,

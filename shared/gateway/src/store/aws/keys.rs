@@ -37,14 +37,26 @@ pub(super) async fn load_models(client: &Client, table: &str) -> Result<Vec<Mode
 }
 
 /// Replaces the item of `entry` with one `PutItem`, so credentials and scope change together.
+///
+/// Writes the model's tools, revocation and credentials with `UpdateItem`, so the
+/// quarantine, which only [`set_quarantine`] and the stream function write, is kept even when
+/// it changed after the caller read the model.
 pub(super) async fn put_model(client: &Client, table: &str, entry: &ModelEntry) -> Result<(), StoreError> {
-    let item = encode_model(entry)?;
+    let mut item = encode_model(entry)?;
     let operation = format!("put model `{}`", entry.model_id);
+    let value = |item: &mut Item, name: &str| item.remove(name).unwrap_or(AttributeValue::Null(true));
 
     client
-        .put_item()
+        .update_item()
         .table_name(table)
-        .set_item(Some(item))
+        .key(MODEL_ID, AttributeValue::S(entry.model_id.clone()))
+        .update_expression("SET #tools = :tools, #revoked = :revoked, #credentials = :credentials")
+        .expression_attribute_names("#tools", TOOLS)
+        .expression_attribute_names("#revoked", REVOKED)
+        .expression_attribute_names("#credentials", CREDENTIALS)
+        .expression_attribute_values(":tools", value(&mut item, TOOLS))
+        .expression_attribute_values(":revoked", value(&mut item, REVOKED))
+        .expression_attribute_values(":credentials", value(&mut item, CREDENTIALS))
         .send()
         .await
         .map_err(unavailable(&operation, Resource::Table(table)))?;

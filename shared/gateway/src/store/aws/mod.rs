@@ -228,7 +228,8 @@ impl AuditStore for AwsStores {
     }
 
     async fn record_new(&self, event: &AuditEvent) -> Result<bool, StoreError> {
-        audit::record_new(&self.dynamodb, &self.names.sessions_table, self.retention, event).await
+        let names = &self.names;
+        audit::record_new(&self.dynamodb, &names.sessions_table, &names.keys_table, self.retention, event).await
     }
 
     /// Searches at most [`MAX_RANGE_DAYS`] UTC days, from the day of `until` back.

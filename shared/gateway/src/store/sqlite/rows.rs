@@ -20,6 +20,8 @@ pub(super) struct EventRow {
     pub(super) denied: bool,
     /// The whole event, as stored and as written to the log.
     pub(super) json: String,
+    /// For an anomaly that quarantines a model: the model id and the end, RFC 3339.
+    pub(super) quarantine: Option<(String, String)>,
 }
 
 impl EventRow {
@@ -45,8 +47,18 @@ impl EventRow {
             decision: event.decision.as_str(),
             denied: event.decision != Outcome::Allow,
             json,
+            quarantine: quarantine_of(event)?,
         })
     }
+}
+
+/// Returns the model and the end of the quarantine that an anomaly event carries, if any.
+fn quarantine_of(event: &AuditEvent) -> Result<Option<(String, String)>, StoreError> {
+    let Some(until) = event.anomaly.as_ref().and_then(|anomaly| anomaly.quarantined_until) else {
+        return Ok(None);
+    };
+    let until = format_time(until, &format!("quarantine end of anomaly `{}`", event.event_id))?;
+    Ok(Some((event.model_id.clone(), until)))
 }
 
 /// Decodes the stored JSON of an audit event.

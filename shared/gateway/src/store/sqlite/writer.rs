@@ -30,9 +30,9 @@ pub(super) enum Command {
     PutModel { rows: ModelRows, reply: Reply<()> },
     /// Saves a policy version if the newest is still the base version.
     SavePolicy { request: SaveRequest, reply: Reply<PolicyVersion> },
-    /// Stores one audit event unless its id is stored; answers whether it was new.
+    /// Stores one audit event unless its id is stored; returns whether it was new.
     RecordNew { row: EventRow, reply: Reply<bool> },
-    /// Sets or clears a model's quarantine; answers whether the model exists.
+    /// Sets or clears a model's quarantine; returns whether the model exists.
     Quarantine { model_id: String, until: Option<String>, reply: Reply<bool> },
     /// Saves how far an outbox consumer got.
     SaveCursor { consumer: String, position: i64, reply: Reply<()> },
@@ -215,8 +215,9 @@ fn write_events(
     transaction.commit().map_err(sqlite_error("failed to commit audit events"))
 }
 
-/// Stores one event only if its id is new, and returns whether it was. The log line is
-/// synced before the commit, as in [`write_events`].
+/// Stores one event only if its id is new, and returns whether it was. An anomaly's
+/// quarantine is set in the same transaction, so the two are stored together or not at all.
+/// The log line is synced before the commit, as in [`write_events`].
 fn write_new_event(
     connection: &mut Connection,
     log: &mut AuditLog,
@@ -228,6 +229,11 @@ fn write_new_event(
     let inserted = insert_row(&transaction, row, next_change).map_err(failed())?;
     if !inserted {
         return Ok(false);
+    }
+    if let Some((model_id, until)) = &row.quarantine {
+        transaction
+            .execute("UPDATE models SET quarantined_until = ?2 WHERE model_id = ?1", params![model_id, until])
+            .map_err(failed())?;
     }
 
     log.append(format!("{}\n", row.json).as_bytes())?;
@@ -337,13 +343,14 @@ fn put_model(connection: &mut Connection, rows: &ModelRows) -> Result<(), StoreE
     replace_model(connection, rows).map_err(sqlite_error(format!("failed to store model `{}`", rows.model_id)))
 }
 
-/// Replaces the model row and all its credentials in one transaction.
+/// Replaces the model row and all its credentials in one transaction. An existing model's
+/// quarantine is kept: only the quarantine commands write it, so an admin's change made from
+/// an older read cannot lift or set one.
 fn replace_model(connection: &mut Connection, rows: &ModelRows) -> rusqlite::Result<()> {
     let transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
     transaction.execute(
         "INSERT INTO models (model_id, tools, revoked, quarantined_until) VALUES (?1, ?2, ?3, ?4)
-         ON CONFLICT (model_id) DO UPDATE SET
-             tools = excluded.tools, revoked = excluded.revoked, quarantined_until = excluded.quarantined_until",
+         ON CONFLICT (model_id) DO UPDATE SET tools = excluded.tools, revoked = excluded.revoked",
         params![rows.model_id, rows.tools, rows.revoked, rows.quarantined_until],
     )?;
     transaction.execute("DELETE FROM credentials WHERE model_id = ?1", [&rows.model_id])?;
