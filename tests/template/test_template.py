@@ -27,7 +27,8 @@ POLICY_KEY = "policies.yaml"
 WILDCARD_ONLY_ACTIONS = {"dynamodb:ListStreams"}
 
 HTTP_FUNCTIONS = ["ToolcallFunction", "AdminFunction", "SessionFunction"]
-ALL_FUNCTIONS = HTTP_FUNCTIONS + ["StreamFunction"]
+STREAM_FUNCTIONS = ["StreamFunction", "DetectFunction"]
+ALL_FUNCTIONS = HTTP_FUNCTIONS + STREAM_FUNCTIONS
 
 HTTP_ENVIRONMENT = {
     "KEYS_TABLE": {"Ref": "KeysTable"},
@@ -43,10 +44,16 @@ HTTP_ENVIRONMENT = {
 }
 
 STREAM_ENVIRONMENT = {
+    "STREAM_STEPS": "forward",
     "SIEM_URL": {"Ref": "SiemUrl"},
     "SIEM_FORMAT": {"Ref": "SiemFormat"},
     "SIEM_TOKEN": {"Ref": "SiemToken"},
     "SIEM_HMAC_SECRET": {"Ref": "SiemHmacSecret"},
+    "LOG_FORMAT": "json",
+}
+
+DETECT_ENVIRONMENT = {
+    "STREAM_STEPS": "detect,alert",
     "ALERT_WEBHOOK_URL": {"Ref": "AlertWebhookUrl"},
     "SESSIONS_TABLE": {"Ref": "SessionsTable"},
     "KEYS_TABLE": {"Ref": "KeysTable"},
@@ -123,6 +130,15 @@ EXPECTED_GRANTS = {
         ("dynamodb:GetRecords", "SessionsTable.StreamArn"),
         ("dynamodb:GetShardIterator", "SessionsTable.StreamArn"),
         ("dynamodb:ListStreams", "*"),
+        ("sqs:SendMessage", "StreamDeadLetterQueue.Arn"),
+    },
+    "DetectFunctionRole": {
+        ("logs:CreateLogStream", "DetectLogGroup.Arn"),
+        ("logs:PutLogEvents", "DetectLogGroup.Arn"),
+        ("dynamodb:DescribeStream", "SessionsTable.StreamArn"),
+        ("dynamodb:GetRecords", "SessionsTable.StreamArn"),
+        ("dynamodb:GetShardIterator", "SessionsTable.StreamArn"),
+        ("dynamodb:ListStreams", "*"),
         ("dynamodb:UpdateItem", "CountersTable.Arn"),
         ("dynamodb:PutItem", "SessionsTable.Arn"),
         ("dynamodb:UpdateItem", "KeysTable.Arn"),
@@ -135,7 +151,7 @@ EXPECTED_GRANTS = {
 
 # The one write of a protected resource outside the admin function: the stream function
 # sets a model's quarantine, and its grant is limited to that attribute.
-QUARANTINE_GRANT = ("StreamFunctionRole", "dynamodb:UpdateItem", "KeysTable.Arn")
+QUARANTINE_GRANT = ("DetectFunctionRole", "dynamodb:UpdateItem", "KeysTable.Arn")
 QUARANTINE_ATTRIBUTES = ["model_id", "quarantined_until"]
 
 
@@ -316,41 +332,52 @@ class TablesTest(TemplateTestCase):
 
 
 class StreamEventSourceTest(TemplateTestCase):
-    def event_source(self):
-        events = self.properties("StreamFunction", "AWS::Serverless::Function")["Events"]
-        sources = [event["Properties"] for event in events.values() if event["Type"] == "DynamoDB"]
-        self.assertEqual(len(sources), 1, "expected one DynamoDB event on StreamFunction")
-        return sources[0]
+    """Both consumers of the sessions table's stream: the SIEM forwarder and the detectors."""
+
+    def event_sources(self):
+        for name in STREAM_FUNCTIONS:
+            events = self.properties(name, "AWS::Serverless::Function")["Events"]
+            sources = [event["Properties"] for event in events.values() if event["Type"] == "DynamoDB"]
+            self.assertEqual(len(sources), 1, f"expected one DynamoDB event on {name}")
+            yield name, sources[0]
 
     def test_reads_sessions_stream(self):
-        source = self.event_source()
-        self.assertEqual(getatt(source["Stream"]), "SessionsTable.StreamArn")
-        self.assertEqual(source["StartingPosition"], "LATEST")
-        self.assertEqual(source["BatchSize"], 100)
-        self.assertEqual(source["MaximumBatchingWindowInSeconds"], 1)
+        for name, source in self.event_sources():
+            with self.subTest(function=name):
+                self.assertEqual(getatt(source["Stream"]), "SessionsTable.StreamArn")
+                self.assertEqual(source["StartingPosition"], "LATEST")
+                self.assertEqual(source["BatchSize"], 100)
+                self.assertEqual(source["MaximumBatchingWindowInSeconds"], 1)
 
     def test_reports_batch_item_failures(self):
-        self.assertIn("ReportBatchItemFailures", self.event_source()["FunctionResponseTypes"])
+        for name, source in self.event_sources():
+            with self.subTest(function=name):
+                self.assertIn("ReportBatchItemFailures", source["FunctionResponseTypes"])
 
     def test_bisects_failed_batches(self):
-        self.assertIs(self.event_source()["BisectBatchOnFunctionError"], True)
+        for name, source in self.event_sources():
+            with self.subTest(function=name):
+                self.assertIs(source["BisectBatchOnFunctionError"], True)
 
     def test_retries_bounded(self):
-        source = self.event_source()
-        # The service default, -1, retries a record until it leaves the stream after 24 hours.
-        self.assertGreaterEqual(source["MaximumRetryAttempts"], 0)
-        self.assertLessEqual(source["MaximumRetryAttempts"], 10)
-        self.assertGreater(source["MaximumRecordAgeInSeconds"], 0)
-        self.assertLessEqual(source["MaximumRecordAgeInSeconds"], 24 * 3600)
+        for name, source in self.event_sources():
+            with self.subTest(function=name):
+                # The service default, -1, retries a record until it leaves the stream after 24 hours.
+                self.assertGreaterEqual(source["MaximumRetryAttempts"], 0)
+                self.assertLessEqual(source["MaximumRetryAttempts"], 10)
+                self.assertGreater(source["MaximumRecordAgeInSeconds"], 0)
+                self.assertLessEqual(source["MaximumRecordAgeInSeconds"], 24 * 3600)
 
     def test_failures_go_to_sqs_queue(self):
-        destination = getatt(self.event_source()["DestinationConfig"]["OnFailure"]["Destination"])
-        self.assertIsNotNone(destination, "the on-failure destination is not a Fn::GetAtt of a resource")
-        queue_name, attribute = destination.split(".", 1)
-        self.assertEqual(attribute, "Arn")
-        queue = self.properties(queue_name, "AWS::SQS::Queue")
-        self.assertIs(queue["SqsManagedSseEnabled"], True)
-        self.assertEqual(queue["MessageRetentionPeriod"], 14 * 24 * 3600)
+        for name, source in self.event_sources():
+            with self.subTest(function=name):
+                destination = getatt(source["DestinationConfig"]["OnFailure"]["Destination"])
+                self.assertIsNotNone(destination, "the on-failure destination is not a Fn::GetAtt of a resource")
+                queue_name, attribute = destination.split(".", 1)
+                self.assertEqual(attribute, "Arn")
+                queue = self.properties(queue_name, "AWS::SQS::Queue")
+                self.assertIs(queue["SqsManagedSseEnabled"], True)
+                self.assertEqual(queue["MessageRetentionPeriod"], 14 * 24 * 3600)
 
 
 class FunctionsTest(TemplateTestCase):
@@ -375,7 +402,13 @@ class FunctionsTest(TemplateTestCase):
         self.assertEqual(sorted(parameter["AllowedValues"]), ["arm64", "x86_64"])
 
     def test_built_with_cargo_lambda(self):
-        binaries = {"ToolcallFunction": "toolcall", "AdminFunction": "admin", "SessionFunction": "session", "StreamFunction": "stream"}
+        binaries = {
+            "ToolcallFunction": "toolcall",
+            "AdminFunction": "admin",
+            "SessionFunction": "session",
+            "StreamFunction": "stream",
+            "DetectFunction": "stream",
+        }
         for name, binary in binaries.items():
             with self.subTest(function=name):
                 metadata = self.resources[name]["Metadata"]
@@ -392,6 +425,10 @@ class FunctionsTest(TemplateTestCase):
     def test_stream_function_environment(self):
         variables = self.function_property("StreamFunction", "Environment")["Variables"]
         self.assertEqual(dict(variables), STREAM_ENVIRONMENT)
+
+    def test_detect_function_environment(self):
+        variables = self.function_property("DetectFunction", "Environment")["Variables"]
+        self.assertEqual(dict(variables), DETECT_ENVIRONMENT)
 
     def test_globals_set_no_environment(self):
         # Variables in Globals would reach the stream function too, which needs no secrets.

@@ -294,7 +294,7 @@ impl RecordingSink {
     }
 
     fn pipeline(&self) -> StreamPipeline {
-        StreamPipeline { sink: Box::new(self.clone()), detection: None, webhook: None }
+        StreamPipeline { sink: Some(Box::new(self.clone())), detection: None, webhook: None }
     }
 }
 
@@ -365,7 +365,7 @@ impl EventSink for HangingSink {
 
 #[tokio::test]
 async fn stream_batch_out_of_time_fails_every_record() {
-    let pipeline = StreamPipeline { sink: Box::new(HangingSink), detection: None, webhook: None };
+    let pipeline = StreamPipeline { sink: Some(Box::new(HangingSink)), detection: None, webhook: None };
 
     let response = handle_batch(stream_batch(), &pipeline, Some(Duration::from_millis(200))).await;
 
@@ -380,11 +380,26 @@ async fn stream_batch_out_of_time_fails_every_record() {
     );
 }
 
+#[test]
+fn stream_steps_parse() {
+    use mcpsec_gateway::lambda::stream::Steps;
+    let all = Steps { forward: true, detect: true, alert: true };
+    assert_eq!(Steps::parse(None), Ok(all));
+    assert_eq!(Steps::parse(Some(" ")), Ok(all));
+    assert_eq!(Steps::parse(Some("forward")), Ok(Steps { forward: true, detect: false, alert: false }));
+    assert_eq!(Steps::parse(Some("detect, alert")), Ok(Steps { forward: false, detect: true, alert: true }));
+    let error = Steps::parse(Some("forward,siem")).unwrap_err();
+    assert!(error.contains("`siem` is not `forward`, `detect` or `alert`"), "{error}");
+}
+
 #[tokio::test]
 async fn stream_response_serializes_as_lambda_expects() {
-    let response =
-        handle_batch(stream_batch(), &StreamPipeline { sink: Box::new(LogSink), detection: None, webhook: None }, None)
-            .await;
+    let response = handle_batch(
+        stream_batch(),
+        &StreamPipeline { sink: Some(Box::new(LogSink)), detection: None, webhook: None },
+        None,
+    )
+    .await;
 
     let json = serde_json::to_value(&response).unwrap();
 

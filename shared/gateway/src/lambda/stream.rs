@@ -113,8 +113,8 @@ pub struct Detection {
 
 /// Everything [`handle_batch`] sends events to.
 pub struct StreamPipeline {
-    /// Where every event goes.
-    pub sink: Box<dyn EventSink>,
+    /// Where every event goes; `None` when another function forwards them.
+    pub sink: Option<Box<dyn EventSink>>,
     /// The anomaly detectors; `None` turns detection off.
     pub detection: Option<Detection>,
     /// Where anomalies are posted; `None` turns alerts off.
@@ -176,7 +176,9 @@ pub async fn handle_batch(event: Event, pipeline: &StreamPipeline, budget: Optio
         }
     }
 
-    forward(pipeline.sink.as_ref(), &decoded, &mut failed, deadline).await;
+    if let Some(sink) = &pipeline.sink {
+        forward(sink.as_ref(), &decoded, &mut failed, deadline).await;
+    }
 
     let first_failed = failed.iter().position(|failed| *failed).unwrap_or(records.len());
     let settled: Vec<&Decoded> =
@@ -271,34 +273,79 @@ async fn alert(webhook: &AlertWebhook, settled: &[&Decoded], failed: &mut [bool]
     }
 }
 
-/// Builds the pipeline from the environment: `SIEM_*` (see [`SiemSettings`]),
-/// `ALERT_WEBHOOK_URL`, and the stores of the HTTP functions plus `COUNTERS_TABLE` for the
-/// detectors' shared counters. Without `COUNTERS_TABLE` detection is off.
+/// Builds the pipeline from the environment.
+///
+/// `STREAM_STEPS` chooses the steps, comma-separated: `forward` (to the SIEM named by
+/// `SIEM_*`, see [`SiemSettings`], or to the log without `SIEM_URL`), `detect` (the anomaly
+/// detectors, with their shared counters in `COUNTERS_TABLE` and the stores of the HTTP
+/// functions) and `alert` (`ALERT_WEBHOOK_URL`). The default is all three. The SAM template
+/// runs `forward` and `detect,alert` as two functions on the same stream, so that a SIEM
+/// that is down holds back neither detection nor alerts.
 pub async fn pipeline_from_env() -> Result<StreamPipeline, String> {
     let var = |name: &str| std::env::var(name).ok();
-    let sink: Box<dyn EventSink> = match SiemSettings::from_env(var).map_err(|error| error.to_string())? {
-        Some(settings) => Box::new(SiemForwarder::new(settings)?),
-        None => {
-            tracing::warn!("SIEM_URL is not set; audit events go to the log only");
-            Box::new(LogSink)
-        }
-    };
-    let webhook = AlertWebhook::from_env(var).map_err(|error| error.to_string())?;
+    let steps = Steps::parse(var("STREAM_STEPS").as_deref())?;
 
-    let counters_table = var("COUNTERS_TABLE").map(|name| name.trim().to_owned()).filter(|name| !name.is_empty());
-    let detection = match counters_table {
-        Some(table) => {
-            let state = super::stream_state_from_env().await?;
-            let client = aws_sdk_dynamodb::Client::new(&crate::store::aws::setup::load_sdk_config().await);
-            let counters = DynamoCounters::new(client, table);
-            Some(Detection { raiser: AnomalyRaiser::new(Arc::new(counters)), state })
+    let sink: Option<Box<dyn EventSink>> = if steps.forward {
+        match SiemSettings::from_env(var).map_err(|error| error.to_string())? {
+            Some(settings) => Some(Box::new(SiemForwarder::new(settings)?)),
+            None => {
+                tracing::warn!("SIEM_URL is not set; audit events go to the log only");
+                Some(Box::new(LogSink))
+            }
         }
-        None => {
-            tracing::warn!("COUNTERS_TABLE is not set; anomaly detection is off");
-            None
-        }
+    } else {
+        None
+    };
+    let webhook = if steps.alert { AlertWebhook::from_env(var).map_err(|error| error.to_string())? } else { None };
+
+    let detection = if steps.detect {
+        let Some(table) = var("COUNTERS_TABLE").map(|name| name.trim().to_owned()).filter(|name| !name.is_empty())
+        else {
+            return Err("invalid environment variable `COUNTERS_TABLE`: missing; set it to the name of the DynamoDB table of anomaly counters, or leave `detect` out of `STREAM_STEPS`".to_owned());
+        };
+        let state = super::stream_state_from_env().await?;
+        let client = aws_sdk_dynamodb::Client::new(&crate::store::aws::setup::load_sdk_config().await);
+        let counters = DynamoCounters::new(client, table);
+        Some(Detection { raiser: AnomalyRaiser::new(Arc::new(counters)), state })
+    } else {
+        None
     };
     Ok(StreamPipeline { sink, detection, webhook })
+}
+
+/// The steps of `STREAM_STEPS`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Steps {
+    /// Forward every event to the SIEM.
+    pub forward: bool,
+    /// Count calls in the anomaly detectors.
+    pub detect: bool,
+    /// Post anomalies to the alert webhook.
+    pub alert: bool,
+}
+
+impl Steps {
+    /// Parses a comma-separated list of `forward`, `detect` and `alert`; unset or blank means
+    /// all three.
+    pub fn parse(value: Option<&str>) -> Result<Self, String> {
+        let Some(value) = value.filter(|value| !value.trim().is_empty()) else {
+            return Ok(Self { forward: true, detect: true, alert: true });
+        };
+        let mut steps = Self { forward: false, detect: false, alert: false };
+        for step in value.split(',').map(str::trim).filter(|step| !step.is_empty()) {
+            match step {
+                "forward" => steps.forward = true,
+                "detect" => steps.detect = true,
+                "alert" => steps.alert = true,
+                other => {
+                    return Err(format!(
+                        "invalid environment variable `STREAM_STEPS`: `{other}` is not `forward`, `detect` or `alert`; write a comma-separated list of them"
+                    ));
+                }
+            }
+        }
+        Ok(steps)
+    }
 }
 
 /// Runs [`handle_batch`] with `pipeline` under the Lambda runtime until the runtime stops
