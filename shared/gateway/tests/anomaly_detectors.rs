@@ -13,10 +13,13 @@
     reason = "tests fail loudly"
 )]
 
+#[path = "common/calls.rs"]
+mod calls;
+
 use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use calls::{BASE, call};
 use mcpsec_gateway::anomaly::{
     CounterState, CounterStore, CounterUpdate, CounterValue, Detector, MemoryCounters, first_use_anomaly_id,
     window_anomaly_id,
@@ -25,34 +28,6 @@ use mcpsec_gateway::audit::{AnomalyScope, AuditEvent, Detector as Kind, EventKin
 use mcpsec_gateway::store::StoreError;
 use mcpsec_policy::{AnomalySettings, CallRateSpike, DenialSpike, ScopeProbing};
 use time::OffsetDateTime;
-
-/// A Unix time that is a multiple of 600 s.
-const BASE: i64 = 1_700_000_400;
-
-fn call(time: i64, model: &str, session: &str, tool: &str, decision: Outcome) -> AuditEvent {
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    let sequence = NEXT.fetch_add(1, Ordering::Relaxed);
-    AuditEvent {
-        event_id: format!("call-{sequence}"),
-        time: OffsetDateTime::from_unix_timestamp(time).unwrap(),
-        session_id: session.to_owned(),
-        model_id: model.to_owned(),
-        // Every decision but `unauthorized` comes from a caller whose key was accepted.
-        key_id: (decision != Outcome::Unauthorized).then(|| format!("k_{model}")),
-        route: Route::Rest,
-        tool_name: tool.to_owned(),
-        input: None,
-        decision,
-        reason: "test".to_owned(),
-        rule: None,
-        rules: Vec::new(),
-        shadow: None,
-        upstream: None,
-        latency_ms: 1.0,
-        kind: EventKind::ToolCall,
-        anomaly: None,
-    }
-}
 
 fn deny(time: i64, model: &str, session: &str) -> AuditEvent {
     call(time, model, session, "read_file", Outcome::Deny)

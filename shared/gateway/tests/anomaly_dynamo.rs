@@ -12,23 +12,22 @@
     reason = "tests fail loudly"
 )]
 
+#[path = "common/calls.rs"]
+mod calls;
+
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use aws_sdk_dynamodb::types::AttributeValue;
+use calls::{BASE, call};
 use mcpsec_gateway::anomaly::{
     CounterStore, CounterUpdate, CounterValue, Detector, DynamoCounters, ensure_counters_table, window_anomaly_id,
 };
-use mcpsec_gateway::audit::{AnomalyScope, AuditEvent, Detector as Kind, EventKind, Outcome, Route};
+use mcpsec_gateway::audit::{AnomalyScope, AuditEvent, Detector as Kind, Outcome};
 use mcpsec_gateway::store::StoreError;
 use mcpsec_policy::{AnomalySettings, CallRateSpike, DenialSpike, ScopeProbing};
-use time::OffsetDateTime;
 
 #[path = "common/moto.rs"]
 mod moto;
-
-/// A Unix time that is a multiple of 600 s, so it starts a window of every default length.
-const BASE: i64 = 1_700_000_400;
 
 fn client() -> aws_sdk_dynamodb::Client {
     aws_sdk_dynamodb::Client::new(&moto::config())
@@ -39,31 +38,6 @@ async fn counters_table() -> String {
     let table = format!("counters-{}", moto::unique_names().sessions_table);
     ensure_counters_table(&client(), &table).await.unwrap();
     table
-}
-
-fn call(time: i64, model: &str, session: &str, tool: &str, decision: Outcome) -> AuditEvent {
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    let sequence = NEXT.fetch_add(1, Ordering::Relaxed);
-    AuditEvent {
-        event_id: format!("call-{sequence}"),
-        time: OffsetDateTime::from_unix_timestamp(time).unwrap(),
-        session_id: session.to_owned(),
-        model_id: model.to_owned(),
-        // Every decision but `unauthorized` comes from a caller whose key was accepted.
-        key_id: (decision != Outcome::Unauthorized).then(|| format!("k_{model}")),
-        route: Route::Mcp,
-        tool_name: tool.to_owned(),
-        input: None,
-        decision,
-        reason: "test".to_owned(),
-        rule: None,
-        rules: Vec::new(),
-        shadow: None,
-        upstream: None,
-        latency_ms: 1.0,
-        kind: EventKind::ToolCall,
-        anomaly: None,
-    }
 }
 
 fn denials(count: i64, start: i64) -> Vec<AuditEvent> {
