@@ -1,15 +1,18 @@
 #!/usr/bin/env bash
-# Check template.yaml, the SAM template of the AWS deployment, without calling AWS, in three
-# steps:
+# Check template.yaml, the SAM template of the AWS deployment, without calling AWS, and the
+# container files (Dockerfile, render.yaml), in four steps:
 #   1. cfn-lint, with its informational rules on. Any error, warning or informational message
 #      fails the check. To suppress a rule for one resource, list it in the resource's
 #      Metadata.cfn-lint.config.ignore_checks and write the reason next to it.
-#   2. The unittest tests in tests/template (security properties, IAM grants, routes).
-#   3. `sam validate --lint` and `sam validate`, which runs the SAM transform, with the SAM CLI
+#   2. hadolint on the Dockerfile. Any finding fails the check. To ignore a rule for one
+#      instruction, put `# hadolint ignore=DLxxxx` above it with the reason.
+#   3. The unittest tests in tests/template (security properties, IAM grants, routes, and
+#      the Render Blueprint against the Dockerfile).
+#   4. `sam validate --lint` and `sam validate`, which runs the SAM transform, with the SAM CLI
 #      at infra/.venv-sam/bin/sam or at the path in SAM_CLI.
 #
 # Usage: bash infra/check-template.sh   (from any directory)
-# cfn-lint comes from infra/.venv, which infra/install-test-deps.sh creates.
+# cfn-lint and hadolint come from infra/.venv, which infra/install-test-deps.sh creates.
 #
 # The SAM CLI runs with dummy credentials, without the AWS config and credentials files, and
 # with telemetry and the EC2 metadata lookup off. Where `unshare --net` works (as root), it also
@@ -37,6 +40,12 @@ fail() {
 log "cfn-lint $("$VENV_BIN/cfn-lint" --version | cut -d' ' -f2) on template.yaml"
 "$VENV_BIN/cfn-lint" --format parseable --include-checks I -- "$TEMPLATE" ||
     fail "cfn-lint reported the problems above in template.yaml"
+
+[[ -x "$VENV_BIN/hadolint" ]] ||
+    fail "$VENV_BIN/hadolint not found; run bash infra/install-test-deps.sh first"
+
+log "$("$VENV_BIN/hadolint" --version) on Dockerfile"
+"$VENV_BIN/hadolint" -- "$ROOT/Dockerfile" || fail "hadolint reported the problems above in Dockerfile"
 
 log "unittest tests/template"
 (cd "$ROOT" && "$VENV_BIN/python" -m unittest discover --start-directory tests/template --top-level-directory tests/template)

@@ -25,6 +25,7 @@ mod cli;
 mod demo_smoke;
 mod denials;
 mod no_upstream;
+mod ops;
 mod session_trace;
 mod siem;
 mod tool_calls;

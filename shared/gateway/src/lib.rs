@@ -18,6 +18,7 @@ pub mod dash;
 pub mod demo;
 pub mod http;
 pub mod lambda;
+pub mod metrics;
 pub mod pipeline;
 pub mod serve;
 pub mod sessions;

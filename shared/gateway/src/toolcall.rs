@@ -334,6 +334,7 @@ fn with_event_id(outcome: CallOutcome, id: String) -> CallOutcome {
 }
 
 fn log_call(event: &AuditEvent) {
+    crate::metrics::metrics().record_call(event);
     let upstream_status = event.upstream.as_ref().map(|upstream| upstream.status.as_str());
     tracing::info!(
         event.id = %event.event_id,

@@ -7,6 +7,7 @@ mod impact;
 mod keys_admin;
 mod mcp;
 mod policy_admin;
+mod ready;
 mod reply;
 mod rest;
 
@@ -62,9 +63,11 @@ pub fn admin_routes() -> Router<AppState> {
 
 /// Builds every route of the one-process gateway.
 pub fn router(state: AppState) -> Router {
-    model_routes().merge(session_routes()).merge(admin_routes()).route("/healthz", get(health)).with_state(state)
-}
-
-async fn health() -> axum::Json<serde_json::Value> {
-    axum::Json(serde_json::json!({"status": "ok"}))
+    model_routes()
+        .merge(session_routes())
+        .merge(admin_routes())
+        .route("/healthz", get(ready::health))
+        .route("/readyz", get(ready::ready))
+        .route("/metrics", get(ready::metrics))
+        .with_state(state)
 }

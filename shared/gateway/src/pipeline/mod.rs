@@ -75,6 +75,9 @@ impl AnomalyRaiser {
             // The store applies the anomaly's quarantine in the same write.
             if audit.record_new(&anomaly).await? {
                 log_anomaly(&anomaly);
+                if let Some(details) = &anomaly.anomaly {
+                    crate::metrics::metrics().record_anomaly(details.detector);
+                }
                 raised.push(anomaly.clone());
             }
             self.detector.mark_emitted([anomaly.event_id.as_str()]);

@@ -190,6 +190,7 @@ async fn follow(
             }
         };
         if entries.is_empty() {
+            crate::metrics::metrics().set_backlog(name, 0);
             cursor.save(&store, position).await;
             if stopping {
                 tracing::info!(consumer = name, position, "outbox consumer drained and stopped");
@@ -210,6 +211,7 @@ async fn follow(
                 cursor.save(&store, position).await;
             }
         }
+        report_backlog(&store, feed, name, position).await;
         match handled.error {
             None => backoff = FIRST_BACKOFF,
             Some(error) => {
@@ -220,6 +222,15 @@ async fn follow(
                 }
             }
         }
+    }
+}
+
+/// Sets the consumer's backlog metric: the events stored after `position`, counted by
+/// position, so gaps left by rolled-back writes count too.
+async fn report_backlog(store: &SqliteStore, feed: Feed, name: &str, position: i64) {
+    match store.last_position(feed).await {
+        Ok(last) => crate::metrics::metrics().set_backlog(name, last.saturating_sub(position).max(0)),
+        Err(error) => tracing::debug!(consumer = name, error = %error, "outbox backlog not measured"),
     }
 }
 

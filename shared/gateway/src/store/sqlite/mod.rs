@@ -122,6 +122,11 @@ impl SqliteStore {
         self.readers.read(move |connection| reader::position_before(connection, feed, since_ns)).await
     }
 
+    /// Returns the position of the newest event of `feed`, 0 when it is empty.
+    pub async fn last_position(&self, feed: Feed) -> Result<i64, StoreError> {
+        self.readers.read(move |connection| reader::last_position(connection, feed)).await
+    }
+
     /// Returns the saved position of an outbox consumer, or `None` before its first save.
     pub async fn cursor(&self, consumer: &str) -> Result<Option<i64>, StoreError> {
         let consumer = consumer.to_owned();

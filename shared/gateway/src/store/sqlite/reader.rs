@@ -300,3 +300,13 @@ pub(super) fn cursor(connection: &Connection, consumer: &str) -> Result<Option<i
         .optional()
         .map_err(sqlite_error(format!("failed to read the outbox position of `{consumer}`")))
 }
+
+/// Returns the position of the newest event of `feed`, 0 when it is empty.
+pub(super) fn last_position(connection: &Connection, feed: Feed) -> Result<i64, StoreError> {
+    let sql = match feed {
+        Feed::Changes => "SELECT coalesce(max(change_seq), 0) FROM audit_events",
+        Feed::Inserts => "SELECT coalesce(max(seq), 0) FROM audit_events",
+        Feed::Alerts => "SELECT coalesce(max(seq), 0) FROM audit_events WHERE decision = 'alert'",
+    };
+    connection.query_row(sql, [], |row| row.get(0)).map_err(sqlite_error("failed to read the end of the audit outbox"))
+}
