@@ -46,7 +46,8 @@ async fn metrics_count_calls_decisions_and_backlog() -> Result<()> {
     let metrics = gateway.admin_get("/metrics", None).await?;
     assert_eq!(metrics.status, 200, "{}", metrics.text);
     let content_type = metrics.headers.get("content-type").and_then(|value| value.to_str().ok()).unwrap_or_default();
-    assert!(content_type.starts_with("text/plain"), "{content_type}");
+    assert!(content_type.starts_with("application/openmetrics-text"), "{content_type}");
+    assert!(metrics.text.ends_with("# EOF\n"), "an OpenMetrics exposition ends with `# EOF`");
     let text = &metrics.text;
     for expected in [
         r#"mcpsec_tool_calls_total{route="rest",decision="allow"} 1"#,

@@ -1,4 +1,4 @@
-//! Prometheus metrics of the process, served at `GET /metrics` in the text format.
+//! Prometheus metrics of the process, served at `GET /metrics` in the OpenMetrics text format.
 //!
 //! One set per process, because the counters describe the process: every tool call by route
 //! and decision, decisions by deciding rule, the upstream's latency, the outbox consumers'

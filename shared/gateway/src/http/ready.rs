@@ -17,6 +17,9 @@ use serde_json::{Map, Value, json};
 
 use crate::state::AppState;
 
+/// Content type of `GET /metrics`.
+const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
 /// Time each check may take, so that a probe answers well within usual probe timeouts.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -44,9 +47,9 @@ pub(super) async fn ready(State(state): State<AppState>) -> Response {
 /// routes, decisions, rule ids, upstream names and detectors, never model or session ids.
 pub(super) async fn metrics() -> Response {
     match crate::metrics::metrics().render() {
-        Ok(text) => {
-            ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response()
-        }
+        // The encoder writes OpenMetrics (`_total` counters, `# EOF`), which Prometheus reads
+        // when the content type says so.
+        Ok(text) => ([(axum::http::header::CONTENT_TYPE, OPENMETRICS)], text).into_response(),
         Err(error) => {
             tracing::error!(error = %error, "rendering the metrics failed");
             StatusCode::INTERNAL_SERVER_ERROR.into_response()
