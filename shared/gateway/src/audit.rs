@@ -33,7 +33,7 @@ pub enum Outcome {
 }
 
 impl Route {
-    /// The name used in stored and forwarded events.
+    /// Returns the name used in stored and forwarded events.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Rest => "rest",
@@ -44,7 +44,7 @@ impl Route {
 }
 
 impl Outcome {
-    /// The name used in stored and forwarded events.
+    /// Returns the name used in stored and forwarded events.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Allow => "allow",
@@ -57,7 +57,7 @@ impl Outcome {
 }
 
 impl Detector {
-    /// The name used in stored and forwarded events.
+    /// Returns the name used in stored and forwarded events.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::DenialSpike => "denial_spike",
@@ -69,7 +69,7 @@ impl Detector {
 }
 
 impl AnomalyScope {
-    /// The name used in stored and forwarded events.
+    /// Returns the name used in stored and forwarded events.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Model => "model",
@@ -79,7 +79,7 @@ impl AnomalyScope {
     }
 }
 
-/// What an audit event records.
+/// The kind of record an audit event is.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum EventKind {
@@ -104,7 +104,7 @@ pub enum Detector {
     FirstToolUse,
 }
 
-/// What an anomaly counts over.
+/// The set of calls an anomaly counts over.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AnomalyScope {
@@ -121,7 +121,7 @@ pub enum AnomalyScope {
 pub struct Anomaly {
     /// The detector that raised it.
     pub detector: Detector,
-    /// What was counted.
+    /// The set of calls counted.
     pub scope: AnomalyScope,
     /// The model id, session id or `*` that was counted.
     pub subject: String,

@@ -1,9 +1,9 @@
 //! `GET /healthz` and `GET /readyz`: liveness and readiness for load balancers, container
 //! health checks and orchestrators, and `GET /metrics` for Prometheus.
 //!
-//! `/healthz` answers 200 while the process serves HTTP. `/readyz` answers 200 only when the
-//! store answers a read and every configured upstream accepts a TCP connection, and 503
-//! otherwise, naming what failed. A gateway without upstreams is ready: it answers tool calls
+//! `/healthz` returns 200 while the process serves HTTP. `/readyz` returns 200 only when a
+//! read from the store succeeds and every configured upstream accepts a TCP connection, and
+//! 503 otherwise, naming what failed. A gateway without upstreams is ready: it answers tool calls
 //! with 502, which is its configured behaviour, not a fault. No credential or key is checked
 //! or shown, so both routes are public.
 
@@ -20,7 +20,7 @@ use crate::state::AppState;
 /// Content type of `GET /metrics`.
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
-/// Time each check may take, so that a probe answers well within usual probe timeouts.
+/// Time each check may take, so that a probe gets its reply well within usual probe timeouts.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 
 pub(super) async fn health() -> Json<Value> {
@@ -48,7 +48,7 @@ pub(super) async fn ready(State(state): State<AppState>) -> Response {
 pub(super) async fn metrics() -> Response {
     match crate::metrics::metrics().render() {
         // The encoder writes OpenMetrics (`_total` counters, `# EOF`), which Prometheus reads
-        // when the content type says so.
+        // when the content type names that format.
         Ok(text) => ([(axum::http::header::CONTENT_TYPE, OPENMETRICS)], text).into_response(),
         Err(error) => {
             tracing::error!(error = %error, "rendering the metrics failed");
@@ -57,8 +57,7 @@ pub(super) async fn metrics() -> Response {
     }
 }
 
-/// Reads the current policy version from the store, which every backend answers with one
-/// request.
+/// Reads the current policy version from the store, one request on every backend.
 async fn check_store(state: &AppState) -> Result<(), String> {
     match tokio::time::timeout(CHECK_TIMEOUT, state.stores().policy.current()).await {
         Ok(Ok(_)) => Ok(()),
@@ -67,8 +66,8 @@ async fn check_store(state: &AppState) -> Result<(), String> {
     }
 }
 
-/// Opens a TCP connection to each upstream's host and port. A connection says the server
-/// is there without sending it an MCP request that it would have to handle.
+/// Opens a TCP connection to each upstream's host and port. A connection shows that the
+/// server is up without sending it an MCP request that it would have to handle.
 async fn check_upstreams(state: &AppState) -> Map<String, Value> {
     let clients = state.upstreams().clients();
     let checks = clients.iter().map(|client| async move {

@@ -38,7 +38,7 @@ use crate::state::AppState;
 /// Attribute of a sessions table item that contains the audit event as JSON.
 pub const EVENT_ATTRIBUTE: &str = "event";
 
-/// Why a sink did not take every event it was given.
+/// The failure of a sink to take every event it was given.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SinkFailure {
     /// How many events at the front were delivered.
@@ -113,11 +113,11 @@ pub struct Detection {
 
 /// Everything [`handle_batch`] sends events to.
 pub struct StreamPipeline {
-    /// Where every event goes; `None` when another function forwards them.
+    /// The destination of every event, or `None` when another function forwards them.
     pub sink: Option<Box<dyn EventSink>>,
     /// The anomaly detectors; `None` turns detection off.
     pub detection: Option<Detection>,
-    /// Where anomalies are posted; `None` turns alerts off.
+    /// The destination of anomalies, or `None` to turn alerts off.
     pub webhook: Option<AlertWebhook>,
 }
 
@@ -153,7 +153,7 @@ struct Decoded {
 ///
 /// `budget` is how long the batch may take, if limited: the SIEM delivery and each webhook
 /// post stop when it runs out, and their records are reported as failed, so the function
-/// answers before Lambda's timeout would fail the whole batch.
+/// returns before Lambda's timeout would fail the whole batch.
 ///
 /// `REMOVE` records (such as deletions by the table's time to live) and `MODIFY` records
 /// without a new image are skipped. A failure is identified by the record's

@@ -10,7 +10,7 @@
 //!
 //! [`AnomalyRaiser`] is the step they share: it counts events and stores each anomaly it
 //! finds with an insert-if-absent write, which also quarantines the model when the policy
-//! asks for it.
+//! sets a quarantine.
 
 pub mod outbox;
 
@@ -30,7 +30,7 @@ pub struct AnomalyRaiser {
 }
 
 impl AnomalyRaiser {
-    /// A raiser that counts in `counters`: memory in the container, DynamoDB on AWS.
+    /// Creates a raiser that counts in `counters`: memory in the container, DynamoDB on AWS.
     pub fn new(counters: Arc<dyn CounterStore>) -> Self {
         Self { detector: Detector::new(), counters }
     }

@@ -16,8 +16,9 @@
 //!   Its first run starts at the newest event, so enabling the webhook does not post the
 //!   history.
 //!
-//! The consumers never block a tool call: they only read the store and write their
-//! positions and anomalies through its writer queue, like any other writer.
+//! A tool call never waits for a consumer's work. The consumers read the store and write
+//! their positions and anomalies through its writer queue, where each consumer adds at
+//! most one position commit per second.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -37,16 +38,16 @@ use crate::store::sqlite::{Feed, OutboxEntry, SqliteStore};
 /// Events read from the store per batch.
 const BATCH: usize = 500;
 
-/// Longest wait between two reads of an idle feed. Commits wake the consumers sooner.
+/// Maximum wait between two reads of an idle feed. Commits wake the consumers sooner.
 const IDLE_POLL: Duration = Duration::from_secs(1);
 
 /// First pause after a failure; it doubles on each failure in a row, up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_millis(500);
 
-/// Longest pause after failures.
+/// Maximum pause after failures.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
-/// Least time between two saves of a busy consumer's position.
+/// Minimum time between two saves of a busy consumer's position.
 const SAVE_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Name of the SIEM consumer's saved position.
@@ -62,7 +63,7 @@ pub struct Outbox {
     tasks: Vec<JoinHandle<()>>,
 }
 
-/// What the container's consumers send to.
+/// The destinations of the container's consumers.
 pub struct Sinks {
     /// The SIEM, when `SIEM_URL` is set.
     pub siem: Option<SiemForwarder>,
@@ -111,7 +112,7 @@ impl Outbox {
     }
 }
 
-/// Where a consumer without a saved position starts.
+/// The start of a consumer without a saved position.
 #[derive(Debug, Clone, Copy)]
 enum Start {
     /// At the first stored event.
@@ -132,7 +133,7 @@ struct Handled {
 trait Consumer: Send + Sync + 'static {
     async fn handle(&mut self, entries: &[OutboxEntry]) -> Handled;
 
-    /// How far back a [`Start::Replay`] consumer replays.
+    /// Returns how far back a [`Start::Replay`] consumer replays.
     async fn replay_window(&self) -> Duration {
         Duration::ZERO
     }
@@ -234,11 +235,13 @@ async fn report_backlog(store: &SqliteStore, feed: Feed, name: &str, position: i
     }
 }
 
-/// The saved position of a consumer. Saving after every batch would add a commit, and so a
-/// sync, per batch to the writer that tool calls wait for, so a busy consumer saves at most
-/// once per [`SAVE_INTERVAL`], and whenever it runs out of events or stops. A crash repeats
-/// at most that interval of work: SIEM receivers drop the duplicates by event id, anomalies
-/// are stored once by id, and only a webhook message may be posted twice.
+/// The saved position of a consumer.
+///
+/// Saving after every batch would add a commit, and so a sync, per batch to the writer that
+/// tool calls wait for. A busy consumer therefore saves at most once per [`SAVE_INTERVAL`],
+/// and whenever it runs out of events or stops. A crash repeats at most that interval of
+/// work. SIEM receivers drop the duplicates by event id, and anomalies are stored once by id,
+/// so only a webhook message may be posted twice.
 struct Cursor {
     name: &'static str,
     saved: i64,

@@ -140,7 +140,7 @@ impl SqliteStore {
     }
 
     /// The signal raised after each commit of audit events. Wait on it between outbox reads,
-    /// with a timeout, since a signal raised while nobody waits is not kept.
+    /// with a timeout, because a signal raised while no task waits is not kept.
     pub fn committed(&self) -> Arc<Notify> {
         Arc::clone(&self.committed)
     }
