@@ -1,4 +1,10 @@
-//! `audit.log`: one JSON line per audit event, appended and synced once per batch.
+//! `audit.log`: one JSON line per stored audit event version, appended after each commit and
+//! synced about once a second.
+//!
+//! The database is the durable record; this file is a copy for people and log shippers. The
+//! writer records in the database the last change whose line is synced here, and at start
+//! appends the lines of every later change, so a crash or a failed append loses no line (it
+//! may repeat some).
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
@@ -10,13 +16,17 @@ use crate::store::StoreError;
 pub(super) struct AuditLog {
     file: File,
     path: PathBuf,
+    /// Length of the file in bytes, as far as this process wrote it.
+    len: u64,
+    /// Whether bytes were written since the last sync.
+    dirty: bool,
 }
 
 impl AuditLog {
     /// Opens the log for appending, creating it with mode `0600` on Unix.
     ///
-    /// A log whose last line lacks its newline (a write cut off by a crash, never
-    /// acknowledged to a caller) gets one, so the next line starts on a line of its own.
+    /// A log whose last line lacks its newline (a write cut off by a crash) gets one, so the
+    /// next line starts on a line of its own.
     pub(super) fn open(path: &Path) -> Result<Self, StoreError> {
         let failed = |error: io::Error| {
             StoreError::Unavailable(format!("failed to open audit log `{}`: {error}", path.display()))
@@ -24,37 +34,49 @@ impl AuditLog {
         let mut file = open_options().open(path).map_err(failed)?;
 
         terminate_last_line(&mut file).map_err(failed)?;
-        Ok(Self { file, path: path.to_owned() })
+        let len = file.metadata().map_err(failed)?.len();
+        Ok(Self { file, path: path.to_owned(), len, dirty: false })
     }
 
-    /// Appends `lines` (whole lines, each ending in `\n`) and syncs them to disk.
+    /// Appends `lines` (whole lines, each ending in `\n`) without syncing them.
     ///
     /// On failure the file is cut back to its length before the call, so a partial write
-    /// leaves no torn line in front of the next batch.
+    /// leaves no torn line in front of the next append.
     pub(super) fn append(&mut self, lines: &[u8]) -> Result<(), StoreError> {
         if lines.is_empty() {
             return Ok(());
         }
 
-        let start = self.file.metadata().map_err(|error| self.failed(&error))?.len();
-        let Err(error) = self.file.write_all(lines).and_then(|()| self.file.sync_data()) else {
+        let start = self.len;
+        self.dirty = true;
+        let Err(error) = self.file.write_all(lines) else {
+            self.len = start + lines.len() as u64;
             return Ok(());
         };
-
-        // NOTE: after a failed fsync Linux may have dropped the dirty pages, so the cut below
-        // only makes the file consistent if it reaches the disk.
-        match self.file.set_len(start).and_then(|()| self.file.sync_data()) {
-            Ok(()) => Err(self.failed(&error)),
+        match self.file.set_len(start) {
+            Ok(()) => Err(self.failed("append to", &error)),
             Err(cut) => Err(StoreError::Unavailable(format!(
                 "{}; cutting the partial lines off at byte {start} also failed: {cut}",
-                self.failed(&error)
+                self.failed("append to", &error)
             ))),
         }
     }
 
-    fn failed(&self, error: &io::Error) -> StoreError {
+    /// Returns whether lines were appended since the last successful [`AuditLog::sync`].
+    pub(super) fn is_dirty(&self) -> bool {
+        self.dirty
+    }
+
+    /// Syncs the appended lines to disk.
+    pub(super) fn sync(&mut self) -> Result<(), StoreError> {
+        self.file.sync_data().map_err(|error| self.failed("sync", &error))?;
+        self.dirty = false;
+        Ok(())
+    }
+
+    fn failed(&self, action: &str, error: &io::Error) -> StoreError {
         StoreError::Unavailable(format!(
-            "failed to append to audit log `{}`: {error}; check free space and permissions",
+            "failed to {action} audit log `{}`: {error}; check free space and permissions",
             self.path.display()
         ))
     }

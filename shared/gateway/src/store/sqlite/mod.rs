@@ -8,17 +8,19 @@
 //!
 //! # Durability and group commit
 //!
-//! The database runs in WAL mode with `synchronous = FULL`, so each commit syncs the WAL.
-//! [`AuditStore::record`] returns only after its event is committed and its line in
-//! `audit.log` is synced. To keep that fast under load, the writer takes every command
-//! queued at that moment (up to 512) as one batch. All audit events in a batch share one
-//! transaction and one `fsync` of the log, and every caller in the batch receives the
-//! batch's result. So the number of syncs grows with the number of batches, not of events.
+//! The database runs in WAL mode with `synchronous = FULL`, so each commit syncs the WAL, and
+//! [`AuditStore::record`] returns only after its event is committed. That commit is the one
+//! sync a write waits for. To keep it fast under load, the writer takes every command queued
+//! at that moment (up to 512) as one batch. All audit events in a batch share one
+//! transaction and one sync, and every caller in the batch receives the batch's result. So
+//! the number of syncs grows with the number of batches, not of events. A thread of its own
+//! checkpoints the WAL, so no commit waits for a checkpoint.
 //!
-//! `audit.log` is at least once. A stored event is always in it, because the log is synced
-//! before the commit. A commit that fails after that sync leaves lines for events that
-//! were not stored, and their retry writes them again. Receivers drop such duplicates by
-//! `event_id`.
+//! `audit.log` follows the database. The writer appends the lines of each committed batch
+//! before it replies to their callers, syncs the log at most a second later, and records in the
+//! database the last change whose line is synced. At start it appends the line of every
+//! event changed after that, so the log may repeat lines after a crash but lacks none.
+//! Readers keep the last line of an `event_id`.
 //!
 //! # Schema
 //!
@@ -28,6 +30,7 @@
 //! stores its events, so listing recent sessions reads no events.
 
 mod audit_log;
+mod checkpoint;
 mod reader;
 mod rows;
 mod schema;
@@ -44,6 +47,7 @@ use time::OffsetDateTime;
 use tokio::sync::Notify;
 
 use self::audit_log::AuditLog;
+use self::checkpoint::Checkpointer;
 use self::reader::ReaderPool;
 use self::rows::{EventRow, ModelRows};
 use self::writer::{Command, SaveRequest, WriterHandle};
@@ -69,6 +73,7 @@ pub struct SqliteStore {
     writer: WriterHandle,
     readers: Arc<ReaderPool>,
     committed: Arc<Notify>,
+    checkpointer: Checkpointer,
 }
 
 /// An order in which the outbox lists audit events.
@@ -104,10 +109,11 @@ impl SqliteStore {
         let log = AuditLog::open(&data_dir.join(AUDIT_LOG_FILE))?;
         sync_dir(data_dir)?;
 
+        let checkpointer = Checkpointer::spawn(schema::open_checkpointer(&database)?)?;
         let readers = Arc::new(ReaderPool::open(database)?);
         let committed = Arc::new(Notify::new());
         let writer = WriterHandle::spawn(connection, log, Arc::clone(&committed))?;
-        Ok(Self { writer, readers, committed })
+        Ok(Self { writer, readers, committed, checkpointer })
     }
 
     /// Returns up to `limit` events of `feed` after position `after`, in feed order.
@@ -150,9 +156,13 @@ impl SqliteStore {
     /// Fails when the writer thread panicked or could not be waited for. Callers still waiting
     /// then receive [`StoreError::Unavailable`].
     pub async fn close(self) -> Result<(), StoreError> {
-        let Self { writer, readers, .. } = self;
+        let Self { writer, readers, checkpointer, .. } = self;
         drop(readers);
-        writer.close().await
+        let closed = writer.close().await;
+        if let Err(error) = tokio::task::spawn_blocking(move || checkpointer.stop()).await {
+            tracing::error!(error = %error, "failed to wait for the SQLite checkpoint thread");
+        }
+        closed
     }
 }
 

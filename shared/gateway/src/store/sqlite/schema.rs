@@ -13,7 +13,7 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Schema migrations in order, each with the `user_version` that it brings the database to.
 /// Append new migrations and never edit a released one.
-const MIGRATIONS: &[(i64, &str)] = &[(1, SCHEMA_V1), (2, SCHEMA_V2), (3, SCHEMA_V3)];
+const MIGRATIONS: &[(i64, &str)] = &[(1, SCHEMA_V1), (2, SCHEMA_V2), (3, SCHEMA_V3), (4, SCHEMA_V4)];
 
 /// The first schema.
 ///
@@ -97,6 +97,16 @@ CREATE TABLE outbox_cursors (
 ) STRICT;
 ";
 
+/// How far `audit.log` is known to be on disk: the last change whose line was synced. Up to
+/// version 3 every line was synced before its commit, so an upgraded log contains every change.
+const SCHEMA_V4: &str = "
+CREATE TABLE audit_log_state (
+    id INTEGER PRIMARY KEY NOT NULL CHECK (id = 1),
+    synced_change INTEGER NOT NULL
+) STRICT;
+INSERT INTO audit_log_state (id, synced_change) SELECT 1, coalesce(max(change_seq), 0) FROM audit_events;
+";
+
 /// Opens the connection that performs every write, and migrates the schema.
 pub(super) fn open_writer(path: &Path) -> Result<Connection, StoreError> {
     let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
@@ -122,7 +132,9 @@ pub(super) fn open_reader(path: &Path) -> Result<Connection, StoreError> {
 }
 
 /// Sets WAL mode and `synchronous = FULL`, which syncs the WAL at every commit, so a
-/// committed transaction survives power loss.
+/// committed transaction survives power loss. Checkpoints run on a thread of their own
+/// ([`open_checkpointer`]), so the writer checkpoints only when the WAL has outgrown
+/// [`WRITER_CHECKPOINT_PAGES`], which happens only if that thread falls behind.
 fn configure_writer(connection: &Connection, path: &Path) -> Result<(), StoreError> {
     let failed = || sqlite_error(format!("failed to configure `{}`", path.display()));
     connection.busy_timeout(BUSY_TIMEOUT).map_err(failed())?;
@@ -137,7 +149,25 @@ fn configure_writer(connection: &Connection, path: &Path) -> Result<(), StoreErr
     }
 
     connection.pragma_update(None, "synchronous", "FULL").map_err(failed())?;
+    connection.pragma_update(None, "wal_autocheckpoint", WRITER_CHECKPOINT_PAGES).map_err(failed())?;
     connection.pragma_update(None, "foreign_keys", true).map_err(failed())
+}
+
+/// WAL size in pages (of 4 KiB) at which the writer checkpoints in its own commits. SQLite's
+/// default is 1,000; a checkpoint copies pages into the database file and syncs it, which
+/// would hold up the commit that triggers it and every call waiting for that commit.
+const WRITER_CHECKPOINT_PAGES: i64 = 16_384;
+
+/// Opens the connection that checkpoints the WAL in the background.
+pub(super) fn open_checkpointer(path: &Path) -> Result<Connection, StoreError> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let connection = Connection::open_with_flags(path, flags)
+        .map_err(sqlite_error(format!("failed to open `{}` for checkpoints", path.display())))?;
+    connection.busy_timeout(BUSY_TIMEOUT).map_err(sqlite_error("failed to set the busy timeout"))?;
+    connection
+        .pragma_update(None, "synchronous", "FULL")
+        .map_err(sqlite_error("failed to configure the checkpoint connection"))?;
+    Ok(connection)
 }
 
 /// Applies the migrations that the database lacks, in one transaction.

@@ -3,6 +3,7 @@
 use std::mem;
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 use time::OffsetDateTime;
@@ -19,6 +20,13 @@ const MAX_BATCH: usize = 512;
 
 /// Maximum number of commands waiting in the queue. Further senders wait for room.
 const QUEUE_CAPACITY: usize = 4096;
+
+/// Maximum time an appended line of `audit.log` waits for its sync. The store's own commit
+/// is the durable record; a line lost in a crash is appended again at the next start.
+const LOG_SYNC_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Events read per query when the log is repaired.
+const REPAIR_BATCH: i64 = 1_000;
 
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 
@@ -55,16 +63,30 @@ pub(super) struct WriterHandle {
 impl WriterHandle {
     /// Starts the writer thread, which owns `connection` and `log` until the handle is
     /// dropped or closed.
+    ///
+    /// First appends to the log the lines of every change that it may lack, so a line lost in a
+    /// crash is back before the store takes new writes.
     pub(super) fn spawn(connection: Connection, log: AuditLog, committed: Arc<Notify>) -> Result<Self, StoreError> {
         let (commands, queue) = mpsc::channel(QUEUE_CAPACITY);
         let last_change: i64 = connection
             .query_row("SELECT coalesce(max(change_seq), 0) FROM audit_events", [], |row| row.get(0))
             .map_err(sqlite_error("failed to read the last change of the audit events"))?;
-        let writer = Writer { connection, log, next_change: last_change.saturating_add(1), committed };
+        let mut writer = Writer {
+            connection,
+            log,
+            next_change: last_change.saturating_add(1),
+            committed,
+            log_pending_since: None,
+            log_repair: false,
+        };
+        writer.repair_log()?;
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_time().build().map_err(|error| {
+            StoreError::Unavailable(format!("failed to start the timer of the SQLite writer thread: {error}"))
+        })?;
 
         let thread = std::thread::Builder::new()
             .name("sqlite-writer".to_owned())
-            .spawn(move || writer.run(queue))
+            .spawn(move || writer.run(&runtime, queue))
             .map_err(|error| StoreError::Unavailable(format!("failed to start the SQLite writer thread: {error}")))?;
         Ok(Self { commands, thread })
     }
@@ -104,15 +126,109 @@ struct Writer {
     next_change: i64,
     /// Woken after each commit of audit events, for the outbox consumers.
     committed: Arc<Notify>,
+    /// Since when `audit.log` has had unsynced lines or a pending repair.
+    log_pending_since: Option<Instant>,
+    /// Whether an append failed, so the log lacks lines until [`Writer::repair_log`] succeeds.
+    log_repair: bool,
 }
 
 impl Writer {
-    /// Executes batches until every sender is gone and the queue is empty.
-    fn run(mut self, mut queue: mpsc::Receiver<Command>) {
-        while let Some(first) = queue.blocking_recv() {
-            let batch = take_batch(first, &mut queue);
-            self.execute(batch);
+    /// Executes batches until every sender is gone and the queue is empty, and syncs the log
+    /// at most [`LOG_SYNC_INTERVAL`] after a line was appended.
+    fn run(mut self, runtime: &tokio::runtime::Runtime, mut queue: mpsc::Receiver<Command>) {
+        loop {
+            let received = match self.log_pending_since {
+                None => Ok(runtime.block_on(queue.recv())),
+                Some(since) => {
+                    let wait = LOG_SYNC_INTERVAL.saturating_sub(since.elapsed());
+                    runtime.block_on(async { tokio::time::timeout(wait, queue.recv()).await })
+                }
+            };
+            match received {
+                Ok(Some(first)) => {
+                    let batch = take_batch(first, &mut queue);
+                    self.execute(batch);
+                    if self.log_pending_since.is_some_and(|since| since.elapsed() >= LOG_SYNC_INTERVAL) {
+                        self.sync_log();
+                    }
+                }
+                Ok(None) => break,
+                Err(_) => self.sync_log(),
+            }
         }
+        self.sync_log();
+    }
+
+    /// Appends the lines of a committed batch. A failed append leaves the log to
+    /// [`Writer::repair_log`], because the events are stored and their callers have their results.
+    fn append_log(&mut self, lines: &[u8]) {
+        if lines.is_empty() {
+            return;
+        }
+        self.log_pending_since.get_or_insert_with(Instant::now);
+        if self.log_repair {
+            return;
+        }
+        if let Err(error) = self.log.append(lines) {
+            tracing::error!(error = %error, "audit.log append failed; the events are stored and their lines will be appended again once the log can be written");
+            self.log_repair = true;
+        }
+    }
+
+    /// Syncs the log and records how far it is on disk, or repairs it after a failed append.
+    fn sync_log(&mut self) {
+        if self.log_repair {
+            if let Err(error) = self.repair_log() {
+                tracing::error!(error = %error, "audit.log repair failed; retrying in {LOG_SYNC_INTERVAL:?}");
+                self.log_pending_since = Some(Instant::now());
+            }
+            return;
+        }
+        if !self.log.is_dirty() {
+            self.log_pending_since = None;
+            return;
+        }
+        let synced = self.next_change.saturating_sub(1);
+        let saved = self.log.sync().and_then(|()| save_synced_change(&self.connection, synced));
+        match saved {
+            Ok(()) => self.log_pending_since = None,
+            Err(error) => {
+                tracing::error!(error = %error, "audit.log sync failed; retrying in {LOG_SYNC_INTERVAL:?}");
+                self.log_pending_since = Some(Instant::now());
+            }
+        }
+    }
+
+    /// Appends the stored version of every event changed after the last synced change, syncs
+    /// the log and records the new synced change. Lines already in the log after that change
+    /// are written again; readers keep the last line of an event id.
+    fn repair_log(&mut self) -> Result<(), StoreError> {
+        let failed = || sqlite_error("failed to read the audit events that audit.log lacks");
+        let mut after: i64 = self
+            .connection
+            .query_row("SELECT synced_change FROM audit_log_state WHERE id = 1", [], |row| row.get(0))
+            .map_err(failed())?;
+        let mut appended = 0_usize;
+        loop {
+            let (lines, last, count) = unsynced_lines(&self.connection, after).map_err(failed())?;
+            if count == 0 {
+                break;
+            }
+            self.log.append(&lines)?;
+            appended += count;
+            after = last;
+        }
+        if appended > 0 {
+            tracing::warn!(
+                lines = appended,
+                "appended to audit.log the events it lacked after a crash or a failed write"
+            );
+        }
+        self.log.sync()?;
+        save_synced_change(&self.connection, self.next_change.saturating_sub(1).max(after))?;
+        self.log_repair = false;
+        self.log_pending_since = None;
+        Ok(())
     }
 
     /// Executes commands in queue order. Consecutive audit events are committed together.
@@ -131,8 +247,9 @@ impl Writer {
                 }
                 Command::RecordNew { row, reply } => {
                     self.commit_records(mem::take(&mut records));
-                    let result = write_new_event(&mut self.connection, &mut self.log, &row, &mut self.next_change);
+                    let result = write_new_event(&mut self.connection, &row, &mut self.next_change);
                     if matches!(result, Ok(true)) {
+                        self.append_log(format!("{}\n", row.json).as_bytes());
                         self.committed.notify_waiters();
                     }
                     answer(reply, result);
@@ -150,20 +267,21 @@ impl Writer {
         self.commit_records(records);
     }
 
-    /// Writes audit events in one transaction and one log sync, then sends every caller the
-    /// same result.
+    /// Writes audit events in one transaction, appends the committed events to the log
+    /// (unsynced, so it costs no disk wait) and sends every caller the same result.
     fn commit_records(&mut self, records: Vec<(EventRow, Reply<()>)>) {
         if records.is_empty() {
             return;
         }
 
         let (rows, replies): (Vec<_>, Vec<_>) = records.into_iter().unzip();
-        let result = write_events(&mut self.connection, &mut self.log, &rows, &mut self.next_change);
-        if result.is_ok() {
+        let result = write_events(&mut self.connection, &rows, &mut self.next_change);
+        if let Ok(lines) = &result {
+            self.append_log(lines);
             self.committed.notify_waiters();
         }
         for reply in replies {
-            answer(reply, result.as_ref().copied().map_err(copy_error));
+            answer(reply, result.as_ref().map(|_| ()).map_err(copy_error));
         }
     }
 }
@@ -194,36 +312,21 @@ fn copy_error(error: &StoreError) -> StoreError {
     }
 }
 
-/// Inserts the events, appends and syncs their log lines, then commits.
-///
-/// The log is synced before the commit, so a stored event is always in the log. When the
-/// commit fails after the sync, the log contains lines for events that were not stored, and a
-/// retry writes them again with the same event id.
-fn write_events(
-    connection: &mut Connection,
-    log: &mut AuditLog,
-    rows: &[EventRow],
-    next_change: &mut i64,
-) -> Result<(), StoreError> {
+/// Inserts the events and commits, and returns the log lines of the versions it stored. The
+/// commit syncs the WAL, so the events are durable when this returns.
+fn write_events(connection: &mut Connection, rows: &[EventRow], next_change: &mut i64) -> Result<Vec<u8>, StoreError> {
     let transaction = connection
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(sqlite_error("failed to begin storing audit events"))?;
     let lines =
         insert_events(&transaction, rows, next_change).map_err(sqlite_error("failed to insert audit events"))?;
-
-    log.append(&lines)?;
-    transaction.commit().map_err(sqlite_error("failed to commit audit events"))
+    transaction.commit().map_err(sqlite_error("failed to commit audit events"))?;
+    Ok(lines)
 }
 
 /// Stores one event only if its id is new, and returns whether it was. An anomaly's
 /// quarantine is set in the same transaction, so the two are stored together or not at all.
-/// The log line is synced before the commit, as in [`write_events`].
-fn write_new_event(
-    connection: &mut Connection,
-    log: &mut AuditLog,
-    row: &EventRow,
-    next_change: &mut i64,
-) -> Result<bool, StoreError> {
+fn write_new_event(connection: &mut Connection, row: &EventRow, next_change: &mut i64) -> Result<bool, StoreError> {
     let failed = || sqlite_error(format!("failed to store new audit event `{}`", row.event_id));
     let transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate).map_err(failed())?;
     let inserted = insert_row(&transaction, row, next_change).map_err(failed())?;
@@ -235,10 +338,34 @@ fn write_new_event(
             .execute("UPDATE models SET quarantined_until = ?2 WHERE model_id = ?1", params![model_id, until])
             .map_err(failed())?;
     }
-
-    log.append(format!("{}\n", row.json).as_bytes())?;
     transaction.commit().map_err(failed())?;
     Ok(true)
+}
+
+/// Records that the log contains every change up to `change` on disk.
+fn save_synced_change(connection: &Connection, change: i64) -> Result<(), StoreError> {
+    connection
+        .execute("UPDATE audit_log_state SET synced_change = max(synced_change, ?1) WHERE id = 1", [change])
+        .map_err(sqlite_error("failed to record how far audit.log is synced"))?;
+    Ok(())
+}
+
+/// Reads up to [`REPAIR_BATCH`] stored events changed after `after`, in change order, as log
+/// lines. Returns the lines, the last change read and the number of events.
+fn unsynced_lines(connection: &Connection, after: i64) -> rusqlite::Result<(Vec<u8>, i64, usize)> {
+    let mut select = connection.prepare_cached(
+        "SELECT change_seq, event FROM audit_events WHERE change_seq > ?1 ORDER BY change_seq LIMIT ?2",
+    )?;
+    let mut rows = select.query(params![after, REPAIR_BATCH])?;
+    let (mut lines, mut last, mut count) = (Vec::new(), after, 0);
+    while let Some(row) = rows.next()? {
+        last = row.get(0)?;
+        let event: String = row.get(1)?;
+        lines.extend_from_slice(event.as_bytes());
+        lines.push(b'\n');
+        count += 1;
+    }
+    Ok((lines, last, count))
 }
 
 /// Inserts the event and counts it in its session, unless its id is stored already.
