@@ -194,11 +194,7 @@ fn read_source(source: &Source) -> Result<(String, String), String> {
 }
 
 async fn build_upstreams(demo_tools: bool) -> Result<Upstreams, String> {
-    let http = reqwest::Client::builder()
-        .pool_idle_timeout(Duration::from_secs(90))
-        .no_proxy()
-        .build()
-        .map_err(|error| format!("failed to build the HTTP client: {error}"))?;
+    let http = crate::upstream::http_client()?;
     let configured =
         Upstreams::from_env(|name| std::env::var(name).ok(), http.clone()).map_err(|error| error.to_string())?;
     if !demo_tools || !configured.is_empty() {

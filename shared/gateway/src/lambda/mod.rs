@@ -22,7 +22,6 @@ mod stage;
 pub mod stream;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use tower::ServiceExt;
 use tower::util::MapRequest;
@@ -106,7 +105,7 @@ pub async fn http_state_from_env() -> Result<AppState, String> {
     let var = |name: &str| std::env::var(name).ok();
     let settings = settings_from_env(var).map_err(|error| error.to_string())?;
     let names = AwsNames::from_env(var).map_err(|error| error.to_string())?;
-    let upstreams = Upstreams::from_env(var, http_client()?).map_err(|error| error.to_string())?;
+    let upstreams = Upstreams::from_env(var, crate::upstream::http_client()?).map_err(|error| error.to_string())?;
     let sdk_config = load_sdk_config().await;
 
     let stores = Arc::new(AwsStores::new(&sdk_config, names));
@@ -154,12 +153,4 @@ pub fn http_service(router: axum::Router) -> HttpService {
 /// payload) at a time, until the runtime stops the process.
 pub async fn run_http(router: axum::Router) -> Result<(), Error> {
     lambda_http::run(http_service(router)).await
-}
-
-fn http_client() -> Result<reqwest::Client, String> {
-    reqwest::Client::builder()
-        .pool_idle_timeout(Duration::from_secs(90))
-        .no_proxy()
-        .build()
-        .map_err(|error| format!("failed to build the HTTP client: {error}"))
 }
