@@ -38,8 +38,11 @@ node --test tests/browser/
 # One `bootstrap` per function in $TARGET_DIR/lambda/<function>/, as SAM deploys them.
 # cargo-lambda (infra/.venv) links with Zig from the ziglang package against an older glibc
 # than this machine's, so the binaries run on Lambda's provided.al2023 runtime. x86_64 only, because
-# the aarch64 standard library is not installed here. Measured on 2 shared cores: 17 min
-# with nothing built for the target yet, 5.5 min after a change to the gateway crate.
+# the aarch64 standard library is not installed here. `cargo lambda build --release` also
+# applies the size settings in [workspace.metadata.lambda.build] of Cargo.toml, which make each
+# bootstrap 10 to 11.5 MB. Measured with them on 2 shared cores: 5 min with no dependency built
+# for the target yet (the host's build scripts and proc macros were built), 3.5 min after a
+# change to the gateway crate.
 echo "test: building the Lambda packages"
 PATH="$ROOT/infra/.venv/bin:$PATH" cargo lambda build --locked --release --x86-64 -j "$JOBS" \
     --lambda-dir "$TARGET_DIR/lambda" -p mcpsec-toolcall -p mcpsec-admin -p mcpsec-session -p mcpsec-stream

@@ -31,7 +31,12 @@ pub(super) async fn read_json(body: Body, limit: usize) -> Result<Value, BodyErr
         status: StatusCode::PAYLOAD_TOO_LARGE,
         reason: format!("request body is larger than the limit of {limit} bytes"),
     })?;
-    serde_json::from_slice(&bytes).map_err(|error| BodyError {
+    parse_json(&bytes)
+}
+
+/// Parses a whole request body as JSON, naming the line and column of a syntax error.
+pub(super) fn parse_json(bytes: &[u8]) -> Result<Value, BodyError> {
+    serde_json::from_slice(bytes).map_err(|error| BodyError {
         status: StatusCode::BAD_REQUEST,
         reason: format!("invalid JSON at line {} column {}: {}", error.line(), error.column(), json_error_text(&error)),
     })

@@ -14,7 +14,7 @@ use mcpsec_policy::AuthError;
 use serde_json::{Map, Value, json};
 use time::OffsetDateTime;
 
-use super::body::{BodyError, check_tool_name, read_json, require_json};
+use super::body::{BodyError, check_tool_name, parse_json, read_json, require_json};
 use crate::audit::Route;
 use crate::state::AppState;
 use crate::toolcall::{self, CallOutcome, CallRequest, Caller};
@@ -274,22 +274,12 @@ async fn call_tool(
     id: Value,
     params: &Map<String, Value>,
 ) -> Response {
-    let name = match params.get("name") {
-        Some(Value::String(name)) => name.as_str(),
-        Some(_) => return rpc_error(StatusCode::OK, id, code::INVALID_PARAMS, "`name` must be a string", None),
-        None => {
-            return rpc_error(StatusCode::OK, id, code::INVALID_PARAMS, "missing `name` in tools/call params", None);
-        }
+    let (name, arguments) = match tool_call_params(params) {
+        Ok(parsed) => parsed,
+        Err(reason) => return rpc_error(StatusCode::OK, id, code::INVALID_PARAMS, &reason, None),
     };
-    if let Err(reason) = check_tool_name(name) {
-        return rpc_error(StatusCode::OK, id, code::INVALID_PARAMS, &reason, None);
-    }
     let empty = Value::Object(Map::new());
-    let arguments = match params.get("arguments") {
-        None | Some(Value::Null) => &empty,
-        Some(arguments @ Value::Object(_)) => arguments,
-        Some(_) => return rpc_error(StatusCode::OK, id, code::INVALID_PARAMS, "`arguments` must be an object", None),
-    };
+    let arguments = arguments.unwrap_or(&empty);
 
     let call = CallRequest { route: Route::Mcp, session_id, tool_name: name, arguments };
     match toolcall::handle(state, Caller::Key(key), call).await {
@@ -313,6 +303,35 @@ async fn call_tool(
             &reason,
             Some(json!({"status": "unavailable"})),
         ),
+    }
+}
+
+/// Reads the tool name and arguments of `tools/call` params. The arguments are `None` when
+/// they are absent or `null`, which means `{}`.
+fn tool_call_params(params: &Map<String, Value>) -> Result<(&str, Option<&Value>), String> {
+    let name = match params.get("name") {
+        Some(Value::String(name)) => name.as_str(),
+        Some(_) => return Err("`name` must be a string".to_owned()),
+        None => return Err("missing `name` in tools/call params".to_owned()),
+    };
+    check_tool_name(name)?;
+    match params.get("arguments") {
+        None | Some(Value::Null) => Ok((name, None)),
+        Some(arguments @ Value::Object(_)) => Ok((name, Some(arguments))),
+        Some(_) => Err("`arguments` must be an object".to_owned()),
+    }
+}
+
+/// Parses a `POST /mcp` body as the route does before authentication and the policy: the JSON
+/// syntax, the JSON-RPC envelope and, for `tools/call`, the tool name and arguments. Returns the
+/// reason that the route would send in its JSON-RPC error. It is public for the crate's `parse`
+/// benchmark. The route itself reads the body with a size limit first.
+pub fn check_mcp_body(body: &[u8]) -> Result<(), String> {
+    let value = parse_json(body).map_err(|error| error.reason)?;
+    let message = Message::parse(value).map_err(|(_, reason)| reason)?;
+    match message {
+        Message::Request { method, params, .. } if method == "tools/call" => tool_call_params(&params).map(|_| ()),
+        _ => Ok(()),
     }
 }
 

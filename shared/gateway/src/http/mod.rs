@@ -16,6 +16,9 @@ use axum::routing::{delete, get, patch, post};
 
 use crate::state::AppState;
 
+pub use mcp::check_mcp_body;
+pub use rest::check_toolcall_body;
+
 /// Routes models call: `POST /mcp/toolcall` and `/mcp`.
 pub fn model_routes() -> Router<AppState> {
     Router::new()

@@ -7,7 +7,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use super::body::{BodyError, check_session_id, check_tool_name, read_json, require_json};
+use super::body::{BodyError, check_session_id, check_tool_name, parse_json, read_json, require_json};
 use crate::audit::Route;
 use crate::state::AppState;
 use crate::toolcall::{self, CallOutcome, CallRequest, Caller};
@@ -35,6 +35,15 @@ pub(super) async fn toolcall(State(state): State<AppState>, headers: HeaderMap, 
         arguments: fields.input,
     };
     respond(toolcall::handle(&state, caller, call).await)
+}
+
+/// Parses a `POST /mcp/toolcall` body as the route does before authentication and the policy:
+/// the JSON syntax, the four fields and the characters of `session_id` and `tool_name`. Returns
+/// the reason that the route would send with status 400. It is public for the crate's `parse`
+/// benchmark. The route itself reads the body with a size limit first.
+pub fn check_toolcall_body(body: &[u8]) -> Result<(), String> {
+    let value = parse_json(body).map_err(|error| error.reason)?;
+    Fields::from_json(&value).map(|_| ())
 }
 
 struct Fields<'a> {

@@ -12,6 +12,7 @@
 //! finds with an insert-if-absent write, which also quarantines the model when the policy
 //! sets a quarantine.
 
+#[cfg(feature = "container")]
 pub mod outbox;
 
 use std::sync::Arc;

@@ -5,6 +5,7 @@
 //! keeps model keys and audit events in DynamoDB and policy versions in a versioned S3 bucket.
 
 pub mod aws;
+#[cfg(feature = "container")]
 pub mod sqlite;
 
 use async_trait::async_trait;
