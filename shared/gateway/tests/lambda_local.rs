@@ -6,6 +6,11 @@
 //! The stream function forwards to an HTTP receiver on loopback, which stands in for the
 //! SIEM and the alert webhook, and counts anomalies in a counters table on moto.
 //!
+//! `warm_functions_stay_within_request_budget` counts the DynamoDB and S3 requests that
+//! the functions send per tool call and per stream record, with moto's request recorder, and
+//! prints them as tables under `cargo test -p mcpsec-gateway --test lambda_local --
+//! --nocapture`. The cost estimate in `docs/deploy-aws.md` is computed from these counts.
+//!
 //! Needs `infra/.venv/bin/cargo-lambda` and `infra/.venv/bin/moto_server`, which
 //! `bash infra/install-test-deps.sh` installs. The emulator builds each function with
 //! `cargo run` on its first invocation. After `cargo build -p mcpsec`, which `infra/test.sh`
@@ -36,6 +41,11 @@ use mcpsec_gateway::store::aws::{AwsNames, AwsStores};
 use mcpsec_gateway::store::{KeyStore, PolicyStore};
 use mcpsec_policy::KeySet;
 use serde_json::{Value, json};
+
+#[path = "common/recorder.rs"]
+mod recorder;
+
+use recorder::{Access, Recorder, Tally};
 
 const WORKSPACE_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
 const VENV_BIN: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../infra/.venv/bin");
@@ -134,10 +144,15 @@ struct Moto {
     _process: Guarded,
 }
 
-fn start_moto() -> Moto {
+/// Starts moto with its log in `{name}-moto.log`. Its request recorder, off until
+/// [`Recorder::start`], writes to `{name}-moto-recording.jsonl`: without the variable it would
+/// write into the test's working directory, which is the crate's source folder.
+fn start_moto(name: &str) -> Moto {
     let mut command = Command::new(tool("moto_server"));
-    command.args(["-H", "127.0.0.1", "-p", "0"]);
-    let process = Guarded::spawn(command, "lambda_local-moto.log");
+    command
+        .args(["-H", "127.0.0.1", "-p", "0"])
+        .env("MOTO_RECORDER_FILEPATH", log_path(&format!("{name}-moto-recording.jsonl")));
+    let process = Guarded::spawn(command, &format!("{name}-moto.log"));
 
     let deadline = Instant::now() + START_TIMEOUT;
     loop {
@@ -199,7 +214,16 @@ struct Watch {
 }
 
 impl Watch {
-    fn start(moto: &Moto, names: &AwsNames, upstream: &str, receiver: &str) -> Self {
+    /// Starts the emulator with its log in `{name}-watch.log`. The functions get the
+    /// variables `extra_env` after the common ones, so `extra_env` can override them.
+    fn start(
+        moto: &Moto,
+        names: &AwsNames,
+        upstream: &str,
+        receiver: &str,
+        name: &str,
+        extra_env: &[(&str, &str)],
+    ) -> Self {
         let port = free_port();
         let path = format!("{VENV_BIN}:{}", std::env::var("PATH").unwrap_or_default());
         let mut command = Command::new(tool("cargo-lambda"));
@@ -218,7 +242,7 @@ impl Watch {
             command.env_remove(name);
         }
         // An empty AWS config and credentials file, so no profile on this machine applies.
-        let empty_file = log_path("lambda_local-empty-aws-config");
+        let empty_file = log_path(&format!("{name}-empty-aws-config"));
         std::fs::write(&empty_file, "").unwrap();
         command
             .env("AWS_ACCESS_KEY_ID", "test")
@@ -240,7 +264,8 @@ impl Watch {
             // The other setting of lambda_http's stage handling. tests/lambda_events.rs runs
             // the default.
             .env("AWS_LAMBDA_HTTP_IGNORE_STAGE_IN_PATH", "true");
-        let process = Guarded::spawn(command, "lambda_local-watch.log");
+        command.envs(extra_env.iter().copied());
+        let process = Guarded::spawn(command, &format!("{name}-watch.log"));
 
         let deadline = Instant::now() + START_TIMEOUT;
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
@@ -404,13 +429,13 @@ fn partition_key(record: &Record) -> Option<&str> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn functions_answer_events_under_cargo_lambda_watch() {
-    let moto = start_moto();
+    let moto = start_moto("lambda_local");
     let sdk = sdk_config(&moto.endpoint);
     let names = prepare_stores(&sdk).await;
     let upstream = start_demo_upstream().await;
     let received = Received::default();
     let receiver = start_receiver(received.clone()).await;
-    let watch = Watch::start(&moto, &names, &upstream, &receiver);
+    let watch = Watch::start(&moto, &names, &upstream, &receiver, "lambda_local", &[]);
 
     let (status, body) = watch.call("apigw_v2_default_stage_toolcall.json").await;
     assert_eq!(status, 200, "HTTP API, $default stage: {body}");
@@ -524,4 +549,345 @@ async fn functions_answer_events_under_cargo_lambda_watch() {
     let counters = dynamodb.scan().table_name(names.counters_table.as_deref().unwrap()).send().await.unwrap();
     assert!(counters.items().iter().all(|item| item.contains_key("ttl")), "every counter item expires");
     assert!(!counters.items().is_empty(), "the detectors counted in the shared counters table");
+}
+
+/// Requests of each kind per counted window: enough that one extra AWS request per call
+/// shows in the counts.
+const CALLS_PER_KIND: usize = 10;
+
+/// `CACHE_TTL` of the functions in the request budget test: longer than the test runs, so
+/// that every counted call finds the keys and the policy cached, as a warm instance does
+/// within the default 5 s.
+const LONG_CACHE_TTL: &str = "1h";
+
+/// The example key of `gpt-4o`.
+const MODEL_KEY: &str = "modelkey-abc123";
+
+/// The requests to `toolcall` whose AWS requests the budget test counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CallKind {
+    RestAllowed,
+    RestDenied,
+    RestUnauthorized,
+    McpToolsCall,
+    McpInitialize,
+    McpToolsList,
+}
+
+impl CallKind {
+    const ALL: [Self; 6] = [
+        Self::RestAllowed,
+        Self::RestDenied,
+        Self::RestUnauthorized,
+        Self::McpToolsCall,
+        Self::McpInitialize,
+        Self::McpToolsList,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            Self::RestAllowed => "REST call, allowed",
+            Self::RestDenied => "REST call, denied by policy",
+            Self::RestUnauthorized => "REST call, wrong key",
+            Self::McpToolsCall => "MCP tools/call, allowed",
+            Self::McpInitialize => "MCP initialize",
+            Self::McpToolsList => "MCP tools/list",
+        }
+    }
+
+    /// Returns whether the request is an audited tool call. `initialize` and `tools/list` are not.
+    fn is_tool_call(self) -> bool {
+        !matches!(self, Self::McpInitialize | Self::McpToolsList)
+    }
+}
+
+/// Returns the body of a REST tool call by `gpt-4o` in session `sess-budget`.
+fn rest_body(tool_name: &str, input: Value) -> Value {
+    json!({"model_id": "gpt-4o", "session_id": "sess-budget", "tool_name": tool_name, "input": input})
+}
+
+/// Returns the HTTP API event of a REST tool call with `body` and the model key `key`.
+fn rest_event(body: &Value, key: &str) -> String {
+    let mut event: Value = serde_json::from_str(&fixture("apigw_v2_default_stage_toolcall.json")).unwrap();
+    let body = body.to_string();
+    event["headers"]["content-length"] = Value::String(body.len().to_string());
+    event["headers"]["x-model-key"] = Value::String(key.to_owned());
+    event["body"] = Value::String(body);
+    event["isBase64Encoded"] = Value::Bool(false);
+    event.to_string()
+}
+
+/// Returns the HTTP API event of an MCP message with `body`, the example key of `gpt-4o` and,
+/// unless it is empty, the session id `session`.
+fn mcp_event(body: &Value, session: &str) -> String {
+    let mut event: Value = serde_json::from_str(&fixture("apigw_v2_prod_stage_mcp_initialize.json")).unwrap();
+    let body = body.to_string();
+    event["headers"]["content-length"] = Value::String(body.len().to_string());
+    event["headers"]["authorization"] = Value::String(format!("Bearer {MODEL_KEY}"));
+    if !session.is_empty() {
+        event["headers"]["mcp-session-id"] = Value::String(session.to_owned());
+    }
+    event["body"] = Value::String(body);
+    event.to_string()
+}
+
+impl Watch {
+    /// Sends one request of `kind` to `toolcall`, with the MCP session id `session` for the
+    /// MCP methods that need one, checks its status and returns the Lambda response.
+    async fn send(&self, kind: CallKind, session: &str) -> Value {
+        let search = json!({"query": "request budget", "limit": 1});
+        let (event, expected_status) = match kind {
+            CallKind::RestAllowed => (rest_event(&rest_body("search.web", search), MODEL_KEY), 200),
+            CallKind::RestDenied => {
+                (rest_event(&rest_body("calendar.delete_event", json!({"event_id": "e1"})), MODEL_KEY), 403)
+            }
+            CallKind::RestUnauthorized => (rest_event(&rest_body("search.web", search), "modelkey-wrong"), 401),
+            CallKind::McpToolsCall => {
+                let params = json!({"name": "search.web", "arguments": search});
+                (mcp_event(&json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": params}), session), 200)
+            }
+            CallKind::McpInitialize => (fixture("apigw_v2_prod_stage_mcp_initialize.json"), 200),
+            CallKind::McpToolsList => {
+                (mcp_event(&json!({"jsonrpc": "2.0", "id": 3, "method": "tools/list"}), session), 200)
+            }
+        };
+
+        let response = self.invoke("toolcall", &event).await;
+        assert_eq!(response["statusCode"], expected_status, "{}: {response}", kind.label());
+        if matches!(kind, CallKind::McpToolsCall | CallKind::McpInitialize | CallKind::McpToolsList) {
+            let body: Value = serde_json::from_str(response["body"].as_str().unwrap()).unwrap();
+            assert!(body["result"].is_object(), "{}: {body}", kind.label());
+        }
+        response
+    }
+
+    /// Invokes the stream function with `records` in one batch and checks that none failed.
+    async fn deliver(&self, stream_arn: &str, records: &[Record]) {
+        let response = self.invoke("stream", &stream_event(stream_arn, records).to_string()).await;
+        assert_eq!(response, json!({ "batchItemFailures": [] }), "a batch of {} stream records", records.len());
+    }
+}
+
+/// Returns `count` divided by `per`, as requests per call or per record.
+fn ratio(count: usize, per: usize) -> f64 {
+    count as f64 / per.max(1) as f64
+}
+
+/// Prints one row of a request table: the requests of `tally` divided by `per`.
+fn print_row(label: &str, per: usize, tally: &Tally) {
+    let sizes = tally.put_item_sizes();
+    let largest = sizes.iter().max().map_or("-".to_owned(), |size| size.to_string());
+    eprintln!(
+        "  {label:<38} {per:>4} {:>7.2} {:>6.2} {:>5.2} {:>6.2} {largest:>9}  {}",
+        ratio(tally.count(Access::DynamoDbWrite), per),
+        ratio(tally.count(Access::DynamoDbRead), per),
+        ratio(tally.count(Access::S3), per),
+        ratio(tally.count(Access::Other), per),
+        tally.describe()
+    );
+}
+
+/// Prints the title and the column names of a request table. The counts are per request
+/// or per record, and `n` is how many were sent.
+fn print_header(title: &str) {
+    eprintln!("\n{title}");
+    eprintln!(
+        "  {:<38} {:>4} {:>7} {:>6} {:>5} {:>6} {:>9}  operations (total)",
+        "", "n", "writes", "reads", "S3", "other", "PutItem B"
+    );
+}
+
+/// Returns a label for the audit event of a stream record: its route and decision.
+fn record_label(record: &Record) -> String {
+    let image = record.dynamodb().unwrap().new_image().unwrap();
+    let event: Value = serde_json::from_str(image["event"].as_s().unwrap()).unwrap();
+    format!("{} {}", event["route"].as_str().unwrap_or("?"), event["decision"].as_str().unwrap_or("?"))
+}
+
+/// Returns the records of audit events of tool calls, leaving out anomalies and anything else.
+fn call_records(records: &[Record]) -> Vec<Record> {
+    records.iter().filter(|record| partition_key(record).is_some_and(|key| key.starts_with("S#"))).cloned().collect()
+}
+
+/// Converts an item that the DynamoDB SDK read into DynamoDB's JSON shape, for
+/// [`recorder::item_size`].
+fn item_json(item: &HashMap<String, aws_sdk_dynamodb::types::AttributeValue>) -> serde_json::Map<String, Value> {
+    item.iter().map(|(name, value)| (name.clone(), value_json(value))).collect()
+}
+
+fn value_json(value: &aws_sdk_dynamodb::types::AttributeValue) -> Value {
+    use aws_sdk_dynamodb::types::AttributeValue as Item;
+    match value {
+        Item::S(text) => json!({ "S": text }),
+        Item::N(number) => json!({ "N": number }),
+        Item::Ss(texts) => json!({ "SS": texts }),
+        Item::Ns(numbers) => json!({ "NS": numbers }),
+        Item::Bool(flag) => json!({ "BOOL": flag }),
+        Item::Null(flag) => json!({ "NULL": flag }),
+        Item::L(items) => json!({ "L": items.iter().map(value_json).collect::<Vec<_>>() }),
+        Item::M(map) => json!({ "M": item_json(map) }),
+        other => panic!("the counters table holds no attribute like {other:?}"),
+    }
+}
+
+/// Counters that one batch updates at most when its calls come from one model and its denied
+/// calls from one session. They are the model's call rate, the denials of the model, of the
+/// session and of all models, and the denied tools of the session and of the model.
+const MAX_COUNTERS_PER_BATCH: usize = 6;
+
+/// Checks the requests that `detect` sent for `batches` such batches, and returns how many
+/// anomaly items it wrote.
+fn check_detect_budget(label: &str, batches: usize, tally: &Tally, names: &AwsNames) -> usize {
+    let describe = tally.describe();
+    assert_eq!(tally.count(Access::DynamoDbRead), 0, "`detect`, {label}: no reads within CACHE_TTL: {describe}");
+    assert_eq!(tally.count(Access::S3), 0, "`detect`, {label}: no S3 request within CACHE_TTL: {describe}");
+    assert_eq!(tally.count(Access::Other), 0, "`detect`, {label}: no other AWS request: {describe}");
+
+    let counter_writes = tally.count_on(Access::DynamoDbWrite, names.counters_table.as_deref().unwrap());
+    assert!(
+        counter_writes <= MAX_COUNTERS_PER_BATCH * batches,
+        "`detect`, {label}: at most one update per counter and batch, {batches} batches: {describe}"
+    );
+    let anomaly_writes = tally.count_on(Access::DynamoDbWrite, &names.sessions_table);
+    assert_eq!(
+        tally.count(Access::DynamoDbWrite),
+        counter_writes + anomaly_writes,
+        "`detect`, {label}: no other writes, because the policy sets no quarantine: {describe}"
+    );
+    anomaly_writes
+}
+
+/// Invokes the stream function of `target` with each of `batches` and returns the AWS
+/// requests it sent.
+async fn count_deliveries(recorder: &Recorder, target: &Watch, stream_arn: &str, batches: &[&[Record]]) -> Tally {
+    recorder.start().await;
+    for batch in batches {
+        target.deliver(stream_arn, batch).await;
+    }
+    recorder.finish().await
+}
+
+/// Counts the DynamoDB and S3 requests that warm functions send to moto, with moto's request
+/// recorder, and checks them against the budget that the cost estimate in
+/// `docs/deploy-aws.md` assumes. Run it with `-- --nocapture` to see the tables.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn warm_functions_stay_within_request_budget() {
+    let moto = start_moto("lambda_local_budget");
+    let sdk = sdk_config(&moto.endpoint);
+    let names = prepare_stores(&sdk).await;
+    let upstream = start_demo_upstream().await;
+    let receiver = start_receiver(Received::default()).await;
+    // `stream` forwards only and `detect` detects and alerts, as the SAM template sets
+    // STREAM_STEPS. Both are the `stream` binary, so each runs under its own emulator.
+    let forward_env = [("CACHE_TTL", LONG_CACHE_TTL), ("STREAM_STEPS", "forward")];
+    let watch = Watch::start(&moto, &names, &upstream, &receiver, "lambda_local_budget", &forward_env);
+    let detect_env = [("CACHE_TTL", LONG_CACHE_TTL), ("STREAM_STEPS", "detect,alert")];
+    let detect = Watch::start(&moto, &names, &upstream, &receiver, "lambda_local_detect", &detect_env);
+    let recorder = Recorder::new(&moto.endpoint);
+    let sessions_table = names.sessions_table.as_str();
+    let counters_table = names.counters_table.clone().unwrap();
+
+    // The first call of a fresh instance loads the keys and the policy.
+    recorder.start().await;
+    watch.send(CallKind::RestAllowed, "").await;
+    let cold = recorder.finish().await;
+    assert_eq!(cold.count_on(Access::DynamoDbRead, &names.keys_table), 1, "one keys-table scan: {}", cold.describe());
+    assert_eq!(cold.count(Access::S3), 1, "one S3 GET of the policy: {}", cold.describe());
+    assert_eq!(cold.count(Access::DynamoDbWrite), 1, "one audit write: {}", cold.describe());
+
+    let initialize = watch.send(CallKind::McpInitialize, "").await;
+    let session = initialize["headers"]["mcp-session-id"].as_str().unwrap().to_owned();
+    for kind in CallKind::ALL {
+        watch.send(kind, &session).await;
+    }
+    let warm_records = call_records(&stream_records(&sdk, sessions_table).await.1);
+
+    print_header(&format!(
+        "AWS requests per request to a warm `toolcall` (AUDIT_WRITES=once, CACHE_TTL={LONG_CACHE_TTL})"
+    ));
+    print_row("first call of a fresh instance", 1, &cold);
+    for kind in CallKind::ALL {
+        recorder.start().await;
+        for _ in 0..CALLS_PER_KIND {
+            watch.send(kind, &session).await;
+        }
+        let tally = recorder.finish().await;
+        print_row(kind.label(), CALLS_PER_KIND, &tally);
+
+        let label = kind.label();
+        let writes = tally.count_on(Access::DynamoDbWrite, sessions_table);
+        let expected_writes = if kind.is_tool_call() { CALLS_PER_KIND } else { 0 };
+        assert_eq!(writes, expected_writes, "{label}: one audit PutItem per tool call: {}", tally.describe());
+        assert_eq!(tally.count(Access::DynamoDbWrite), writes, "{label}: no other writes: {}", tally.describe());
+        assert_eq!(tally.count(Access::DynamoDbRead), 0, "{label}: no reads within CACHE_TTL: {}", tally.describe());
+        assert_eq!(tally.count(Access::S3), 0, "{label}: no S3 request within CACHE_TTL: {}", tally.describe());
+        assert_eq!(tally.count(Access::Other), 0, "{label}: no other AWS request: {}", tally.describe());
+        for size in tally.put_item_sizes() {
+            assert!(size <= 1024, "{label}: an audit item of {size} bytes costs more than 1 WRU");
+        }
+    }
+
+    let (stream_arn, records) = stream_records(&sdk, sessions_table).await;
+    let measured: Vec<Record> = call_records(&records).split_off(warm_records.len());
+    assert_eq!(measured.len(), 4 * CALLS_PER_KIND, "one stream record per counted tool call");
+
+    // The first batch warms both stream functions: `detect` reads the policy, and it raises
+    // the first use of each tool.
+    let mut anomaly_writes = 0;
+    let stream_cold = count_deliveries(&recorder, &watch, &stream_arn, &[&warm_records]).await;
+    assert_eq!(stream_cold.requests.len(), 0, "`stream` only forwards to the SIEM: {}", stream_cold.describe());
+    let detect_cold = count_deliveries(&recorder, &detect, &stream_arn, &[&warm_records]).await;
+    anomaly_writes += detect_cold.count_on(Access::DynamoDbWrite, sessions_table);
+
+    print_header(&format!("AWS requests per stream record, one record per batch (CACHE_TTL={LONG_CACHE_TTL})"));
+    print_row("`detect`, first batch of an instance", warm_records.len(), &detect_cold);
+    let mut labels: Vec<String> = measured.iter().map(record_label).collect();
+    labels.dedup();
+    for label in &labels {
+        let records: Vec<Record> = measured.iter().filter(|record| record_label(record) == *label).cloned().collect();
+        let batches: Vec<&[Record]> = records.iter().map(std::slice::from_ref).collect();
+
+        let tally = count_deliveries(&recorder, &watch, &stream_arn, &batches).await;
+        print_row(&format!("`stream`, {label}"), records.len(), &tally);
+        assert_eq!(tally.requests.len(), 0, "`stream`, {label}: only forwards to the SIEM: {}", tally.describe());
+
+        let tally = count_deliveries(&recorder, &detect, &stream_arn, &batches).await;
+        print_row(&format!("`detect`, {label}"), records.len(), &tally);
+        anomaly_writes += check_detect_budget(label, batches.len(), &tally, &names);
+    }
+
+    // A second round of the same calls, interleaved and in one batch, as Lambda delivers
+    // them under load.
+    let before = call_records(&stream_records(&sdk, sessions_table).await.1).len();
+    for _ in 0..CALLS_PER_KIND {
+        for kind in CallKind::ALL.into_iter().filter(|kind| kind.is_tool_call()) {
+            watch.send(kind, &session).await;
+        }
+    }
+    let (stream_arn, records) = stream_records(&sdk, sessions_table).await;
+    let batch = call_records(&records).split_off(before);
+    print_header(&format!("AWS requests per stream record, {} records in one batch", batch.len()));
+    let tally = count_deliveries(&recorder, &watch, &stream_arn, &[&batch]).await;
+    print_row("`stream`, mixed calls", batch.len(), &tally);
+    assert_eq!(tally.requests.len(), 0, "`stream`, mixed calls: only forwards to the SIEM: {}", tally.describe());
+    let tally = count_deliveries(&recorder, &detect, &stream_arn, &[&batch]).await;
+    print_row("`detect`, mixed calls", batch.len(), &tally);
+    anomaly_writes += check_detect_budget("mixed calls", 1, &tally, &names);
+
+    // The anomalies come back through the stream: `stream` forwards them and `detect` posts
+    // them to the webhook, neither with an AWS request.
+    let (stream_arn, records) = stream_records(&sdk, sessions_table).await;
+    let anomalies: Vec<Record> =
+        records.into_iter().filter(|record| partition_key(record).is_some_and(|key| key.starts_with("A#"))).collect();
+    assert_eq!(anomaly_writes, anomalies.len(), "`detect` writes each anomaly once");
+    for (function, target) in [("stream", &watch), ("detect", &detect)] {
+        let tally = count_deliveries(&recorder, target, &stream_arn, &[&anomalies]).await;
+        print_row(&format!("`{function}`, anomaly records"), anomalies.len(), &tally);
+        assert_eq!(tally.requests.len(), 0, "`{function}`, anomaly records: no AWS request: {}", tally.describe());
+    }
+
+    let counters = aws_sdk_dynamodb::Client::new(&sdk).scan().table_name(&counters_table).send().await.unwrap();
+    let largest = counters.items().iter().map(|item| recorder::item_size(&item_json(item))).max().unwrap_or_default();
+    eprintln!("\nlargest item in the counters table: {largest} bytes ({} items)", counters.items().len());
+    assert!(largest <= 1024, "a counter item of {largest} bytes costs more than 1 WRU per update");
 }
