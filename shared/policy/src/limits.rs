@@ -90,7 +90,11 @@ impl WindowCounters {
             let counter = self.counters.entry(limit.key.clone()).or_default();
             counter.window = limit.window;
             drop_older_than(&mut counter.calls, now - limit.window);
-            counter.calls.push_back(now);
+            // A call may be recorded after a later one (its time was taken before it waited
+            // for the lock, or the clock stepped back), so it counts at the newest time to keep
+            // the times sorted for the binary search in `calls`.
+            let at = counter.calls.back().map_or(now, |last| (*last).max(now));
+            counter.calls.push_back(at);
             let cap = usize::try_from(limit.max_calls).unwrap_or(usize::MAX).max(1);
             while counter.calls.len() > cap {
                 counter.calls.pop_front();
@@ -131,8 +135,8 @@ impl CallCounts for WindowCounters {
         let Some(counter) = self.counters.get(key) else {
             return 0;
         };
-        // The calls are in the order recorded, which is time order, so a binary search finds
-        // the first one inside the window in O(log n) for limits of thousands of calls.
+        // `record` keeps the times sorted, so a binary search finds the first one inside the
+        // window in O(log n) for limits of thousands of calls.
         let horizon = now - window;
         let recent = counter.calls.len() - counter.calls.partition_point(|instant| *instant <= horizon);
         u64::try_from(recent).unwrap_or(u64::MAX)

@@ -36,7 +36,11 @@ pub enum UpstreamError {
     },
 
     /// The server replied with an HTTP status other than 2xx.
-    #[error("upstream `{upstream}` replied with HTTP status {status}{}", excerpt_suffix(body_excerpt))]
+    #[error(
+        "upstream `{upstream}` replied with HTTP status {status}{}{}",
+        excerpt_suffix(body_excerpt),
+        redirect_hint(status)
+    )]
     HttpStatus {
         /// Name of the upstream.
         upstream: String,
@@ -123,6 +127,15 @@ pub(crate) fn excerpt(text: &str, max_chars: usize) -> String {
     shortened
 }
 
+/// Returns the advice for a redirect reply, which the gateway does not follow.
+fn redirect_hint(status: &StatusCode) -> &'static str {
+    if status.is_redirection() {
+        "; redirects are not followed, so set the upstream's URL to the address it redirects to"
+    } else {
+        ""
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -146,6 +159,19 @@ mod tests {
             body_excerpt: String::new(),
         };
         assert_eq!(error.to_string(), "upstream `calendar` replied with HTTP status 502 Bad Gateway");
+    }
+
+    #[test]
+    fn redirect_message_says_it_is_not_followed() {
+        let error = UpstreamError::HttpStatus {
+            upstream: "calendar".to_owned(),
+            status: StatusCode::PERMANENT_REDIRECT,
+            body_excerpt: String::new(),
+        };
+        assert_eq!(
+            error.to_string(),
+            "upstream `calendar` replied with HTTP status 308 Permanent Redirect; redirects are not followed, so set the upstream's URL to the address it redirects to"
+        );
     }
 
     #[test]

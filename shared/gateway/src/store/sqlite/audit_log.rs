@@ -16,8 +16,6 @@ use crate::store::StoreError;
 pub(super) struct AuditLog {
     file: File,
     path: PathBuf,
-    /// Length of the file in bytes, as far as this process wrote it.
-    len: u64,
     /// Whether bytes were written since the last sync.
     dirty: bool,
 }
@@ -34,8 +32,7 @@ impl AuditLog {
         let mut file = open_options().open(path).map_err(failed)?;
 
         terminate_last_line(&mut file).map_err(failed)?;
-        let len = file.metadata().map_err(failed)?.len();
-        Ok(Self { file, path: path.to_owned(), len, dirty: false })
+        Ok(Self { file, path: path.to_owned(), dirty: false })
     }
 
     /// Appends `lines` (whole lines, each ending in `\n`) without syncing them.
@@ -47,10 +44,11 @@ impl AuditLog {
             return Ok(());
         }
 
-        let start = self.len;
+        // The length is read each time, because another program may have truncated or
+        // rotated the file, and append mode writes at its real end.
+        let start = self.file.metadata().map_err(|error| self.failed("read the length of", &error))?.len();
         self.dirty = true;
         let Err(error) = self.file.write_all(lines) else {
-            self.len = start + lines.len() as u64;
             return Ok(());
         };
         match self.file.set_len(start) {
@@ -67,7 +65,21 @@ impl AuditLog {
         self.dirty
     }
 
+    /// Counts the log as unsynced again, so that the next sync is tried.
+    pub(super) fn mark_dirty(&mut self) {
+        self.dirty = true;
+    }
+
+    /// Adds a newline after a last line that lacks one, such as the rest of a failed append
+    /// that could not be cut off.
+    pub(super) fn terminate(&mut self) -> Result<(), StoreError> {
+        terminate_last_line(&mut self.file).map_err(|error| self.failed("terminate the last line of", &error))
+    }
+
     /// Syncs the appended lines to disk.
+    ///
+    /// After a failed sync, Linux may have dropped the unsynced pages and the next sync may
+    /// succeed without them, so the caller appends those lines again instead of retrying.
     pub(super) fn sync(&mut self) -> Result<(), StoreError> {
         self.file.sync_data().map_err(|error| self.failed("sync", &error))?;
         self.dirty = false;

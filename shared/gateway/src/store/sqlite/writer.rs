@@ -189,14 +189,19 @@ impl Writer {
             return;
         }
         let synced = self.next_change.saturating_sub(1);
-        let saved = self.log.sync().and_then(|()| save_synced_change(&self.connection, synced));
-        match saved {
-            Ok(()) => self.log_pending_since = None,
-            Err(error) => {
-                tracing::error!(error = %error, "audit.log sync failed; retrying in {LOG_SYNC_INTERVAL:?}");
-                self.log_pending_since = Some(Instant::now());
-            }
+        if let Err(error) = self.log.sync() {
+            tracing::error!(error = %error, "audit.log sync failed; its unsynced lines will be appended again in {LOG_SYNC_INTERVAL:?}");
+            self.log_repair = true;
+            self.log_pending_since = Some(Instant::now());
+            return;
         }
+        if let Err(error) = save_synced_change(&self.connection, synced) {
+            tracing::error!(error = %error, "recording the audit.log sync failed; retrying in {LOG_SYNC_INTERVAL:?}");
+            self.log.mark_dirty();
+            self.log_pending_since = Some(Instant::now());
+            return;
+        }
+        self.log_pending_since = None;
     }
 
     /// Appends the stored version of every event changed after the last synced change, syncs
@@ -208,6 +213,7 @@ impl Writer {
             .connection
             .query_row("SELECT synced_change FROM audit_log_state WHERE id = 1", [], |row| row.get(0))
             .map_err(failed())?;
+        self.log.terminate()?;
         let mut appended = 0_usize;
         loop {
             let (lines, last, count) = unsynced_lines(&self.connection, after).map_err(failed())?;
