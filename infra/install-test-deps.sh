@@ -8,12 +8,17 @@
 #      run them locally;
 #   2. a Python venv at infra/.venv-sam with the AWS SAM CLI
 #      (infra/test-deps/requirements-sam.txt), which validates template.yaml;
-#   3. `npm ci` in infra/test-deps, which installs the reference MCP server
+#   3. a Python venv at infra/.venv-schemathesis with schemathesis and
+#      openapi-spec-validator (infra/test-deps/requirements-schemathesis.txt), which
+#      infra/schemathesis.sh runs against the gateway's OpenAPI document;
+#   4. `npm ci` in infra/test-deps, which installs the reference MCP server
 #      @modelcontextprotocol/server-everything at the version in package.json;
-#   4. Debian's chromium package at /usr/bin/chromium, when it is missing
+#   5. Debian's chromium package at /usr/bin/chromium, when it is missing
 #      (with apt-get, so only as root), and `npm ci` in tests/browser, which
 #      installs playwright-core for the dashboard browser tests. Playwright
-#      drives the system Chromium and never downloads a browser of its own.
+#      drives the system Chromium and never downloads a browser of its own;
+#   6. cargo-fuzz from crates.io at infra/.cargo-fuzz/bin/cargo-fuzz, which
+#      fuzz/run-bounded.sh uses to build and run the fuzz targets in fuzz/.
 #
 # Usage: bash infra/install-test-deps.sh   (from any directory)
 # Environment: PYTHON selects the interpreter for the venv (default python3,
@@ -22,7 +27,9 @@
 # Each step writes a stamp file with the sha256 of its inputs (the requirements
 # or the lock file, plus the interpreter version) after it succeeds, so an
 # interrupted install is redone on the next run. Delete infra/.venv, infra/.venv-sam,
-# infra/test-deps/node_modules or tests/browser/node_modules to force a reinstall.
+# infra/.venv-schemathesis, infra/test-deps/node_modules or tests/browser/node_modules to
+# force a reinstall. cargo-fuzz is skipped when infra/.cargo-fuzz contains the version in
+# CARGO_FUZZ_VERSION.
 #
 # Starting the reference server in Streamable HTTP mode (read from
 # server-everything 2026.8.31, dist/index.js and dist/transports/streamableHttp.js):
@@ -57,8 +64,11 @@ INFRA_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 DEPS_DIR="$INFRA_DIR/test-deps"
 VENV_DIR="$INFRA_DIR/.venv"
 SAM_VENV_DIR="$INFRA_DIR/.venv-sam"
+SCHEMATHESIS_VENV_DIR="$INFRA_DIR/.venv-schemathesis"
 BROWSER_TESTS_DIR="$(cd "$INFRA_DIR/../tests/browser" && pwd)"
 CHROMIUM_BIN=/usr/bin/chromium
+CARGO_FUZZ_VERSION=0.13.2
+CARGO_FUZZ_ROOT="$INFRA_DIR/.cargo-fuzz"
 PYTHON="${PYTHON:-python3}"
 
 log() {
@@ -169,6 +179,24 @@ install_chromium() {
     log "chromium $CHROMIUM_BIN: installed with apt-get in $(elapsed_since "$start") s"
 }
 
+# Install cargo-fuzz at CARGO_FUZZ_VERSION into infra/.cargo-fuzz, unless it is there already.
+install_cargo_fuzz() {
+    local binary="$CARGO_FUZZ_ROOT/bin/cargo-fuzz"
+    if [[ -x "$binary" && "$("$binary" --version 2>/dev/null)" == "cargo-fuzz $CARGO_FUZZ_VERSION" ]]; then
+        log "cargo-fuzz infra/.cargo-fuzz: version $CARGO_FUZZ_VERSION present, skipped"
+        return
+    fi
+    command -v cargo >/dev/null || fail "cargo not found; install a Rust toolchain"
+
+    local start
+    start="$(date +%s.%N)"
+    # Without CARGO_TARGET_DIR, cargo install builds in a temporary folder that it deletes
+    # afterwards, so the tool's build does not mix with the project's build output.
+    env -u CARGO_TARGET_DIR cargo install --locked --quiet --force cargo-fuzz \
+        --version "$CARGO_FUZZ_VERSION" --root "$CARGO_FUZZ_ROOT"
+    log "cargo-fuzz infra/.cargo-fuzz: installed version $CARGO_FUZZ_VERSION with cargo install in $(elapsed_since "$start") s"
+}
+
 main() {
     # Serialize concurrent runs, for example two test binaries that both install.
     exec 9>"$INFRA_DIR/.install-test-deps.lock"
@@ -179,10 +207,13 @@ main() {
     # The SAM CLI pins versions of click, pydantic and boto3 that conflict with the other
     # test packages, so it gets a venv of its own.
     install_python_venv "$SAM_VENV_DIR" "$DEPS_DIR/requirements-sam.txt"
+    # schemathesis pulls in pytest and hypothesis, so it gets a venv of its own too.
+    install_python_venv "$SCHEMATHESIS_VENV_DIR" "$DEPS_DIR/requirements-schemathesis.txt"
     check_node
     install_node_modules "$DEPS_DIR" "@modelcontextprotocol/server-everything/dist/index.js"
     install_chromium
     install_node_modules "$BROWSER_TESTS_DIR" "playwright-core/package.json"
+    install_cargo_fuzz
 }
 
 main "$@"

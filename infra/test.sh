@@ -6,7 +6,8 @@
 # Steps: the test dependencies (infra/install-test-deps.sh: the reference MCP server from
 # npm and the official MCP Python SDK from PyPI, skipped when already installed), a debug
 # build of the `mcpsec` binary that the end-to-end tests start, then `cargo test` over the
-# whole workspace and the dashboard browser tests (tests/browser, Node.js and Chromium).
+# whole workspace, the dashboard browser tests (tests/browser, Node.js and Chromium) and
+# schemathesis against the binary's /openapi.json (infra/schemathesis.sh).
 # Then a release build of the four Lambda packages. Where a Docker engine runs, the last step
 # builds the container image (Dockerfile) and smoke-tests it. CARGO_TARGET_DIR, when set, keeps build
 # output outside the checkout so that repeated runs from fresh clones reuse it.
@@ -34,6 +35,21 @@ RUST_TEST_THREADS="${RUST_TEST_THREADS:-4}" cargo test --locked -j "$JOBS" --wor
 # UPDATE_SCREENSHOTS=1 it also rewrites the screenshots in docs/screenshots/.
 echo "test: running the dashboard browser tests"
 node --test tests/browser/
+
+# Starts $MCPSEC_BIN with the demo tools and checks every route against /openapi.json with
+# schemathesis: no 5xx, and every status, content type, header and body as documented. Bounded
+# by 200 test cases per operation, a fixed seed and a 180 s ceiling; 76 to 93 s measured on 2
+# shared cores (see infra/schemathesis.sh).
+echo "test: checking the HTTP API against /openapi.json with schemathesis"
+bash infra/schemathesis.sh
+
+# Builds the fuzz targets in fuzz/ (libFuzzer, no sanitizer) and runs each for 20 s from its
+# seed corpus. A crash or failed assertion fails the step, and new inputs stay out of the
+# checkout. Measured on 2 shared cores: 2.5 min cold, of which 70 s is the build into
+# $TARGET_DIR/fuzz (3.5 min while other builds used the cores), and 85 s warm. Installing
+# cargo-fuzz adds 70 s to the first run. See fuzz/README.md.
+echo "test: running the fuzz targets"
+CARGO_BUILD_JOBS="$JOBS" bash fuzz/run-bounded.sh 20
 
 # One `bootstrap` per function in $TARGET_DIR/lambda/<function>/, as SAM deploys them.
 # cargo-lambda (infra/.venv) links with Zig from the ziglang package against an older glibc

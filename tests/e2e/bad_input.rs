@@ -164,6 +164,13 @@ fn mcp_cases() -> Vec<McpCase> {
         case("id null", JSON, call_message(Some(Value::Null), "id null"), 400, invalid(Value::Null)),
         case("id object", JSON, call_message(Some(json!({"n": 1})), "id object"), 400, invalid(Value::Null)),
         case(
+            "id array and wrong jsonrpc",
+            JSON,
+            json!({"jsonrpc": "1.0", "id": [1], "method": "ping"}),
+            400,
+            invalid(Value::Null),
+        ),
+        case(
             "jsonrpc missing",
             JSON,
             json!({"id": 6, "method": "tools/call", "params": {"name": "echo"}}),
@@ -194,7 +201,7 @@ fn mcp_cases() -> Vec<McpCase> {
             Some((json!(7), Err(-32601))),
         ),
         case("notification", JSON, json!({"jsonrpc": "2.0", "method": "notifications/initialized"}), 202, None),
-        case("tools/call as a notification", JSON, call_message(None, "notification"), 202, None),
+        case("tools/call as a notification", JSON, call_message(None, "notification"), 400, invalid(Value::Null)),
         case("id 0", JSON, call_message(Some(json!(0)), "id zero"), 200, Some((json!(0), Ok(())))),
         case("id empty string", JSON, call_message(Some(json!("")), "id empty"), 200, Some((json!(""), Ok(())))),
     ]

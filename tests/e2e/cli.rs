@@ -71,6 +71,26 @@ fn validate_reports_policy_error_position() -> Result<()> {
 }
 
 #[test]
+fn validate_warns_of_deny_only_policy() -> Result<()> {
+    let folder = tempfile::tempdir()?;
+    let policy = folder.path().join("deny-only.yaml");
+    let text = "version: 1\ndefault: deny\nrules:\n  - id: no-env\n    action: deny\n    tools: [\"get-env\"]\n    reason: secrets\n";
+    std::fs::write(&policy, text)?;
+    let policy = policy.to_string_lossy().into_owned();
+
+    let output = mcpsec(&["validate", &policy])?;
+    assert_eq!(output.status.code(), Some(0), "a deny-only policy is valid: {}", describe(&output));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(&format!("{policy}: warning: ")),
+        "validate prints a warning naming the file: {}",
+        describe(&output)
+    );
+    assert!(stderr.contains("every tool call is denied"), "the warning says what happens: {}", describe(&output));
+    Ok(())
+}
+
+#[test]
 fn check_denies_calendar_delete_with_rule_id() -> Result<()> {
     let args = [
         "check",

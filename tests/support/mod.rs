@@ -2,8 +2,11 @@
 //! reference MCP server, and running the MCP Python client.
 
 pub mod client;
+pub mod fault_proxy;
 pub mod gateway;
+pub mod hostile_upstream;
 pub mod moto;
+pub mod observed;
 pub mod process;
 pub mod receiver;
 pub mod reference;

@@ -147,6 +147,11 @@ fn validate_file(path: &Path, kind: Option<FileKind>) -> Result<String, String> 
         }
         FileKind::Policy => {
             let policy = Policy::from_yaml(&origin, &text).map_err(|error| error.to_string())?;
+            // The command line knows no upstream tools and no keys, so only the warnings about
+            // the policy alone apply here; the admin API gives the others.
+            for warning in policy.warnings(None, None) {
+                eprintln!("{origin}: warning: {}", warning.message);
+            }
             Ok(format!(
                 "policy, {} rules, {} limits, default {}",
                 policy.rule_count(),

@@ -4,7 +4,9 @@
 //! reads nothing. A revoked key or a new policy therefore applies within one `cache_ttl`, or
 //! at once in this process when it was changed through [`AppState::invalidate`]. When a
 //! refresh fails, calls are denied until the store is reachable again, because a stale cache
-//! could keep a revoked key working.
+//! could keep a revoked key working. Calls that waited for a refresh that failed share its
+//! error instead of each trying the store again in turn, so that during an outage concurrent
+//! calls are denied after one store timeout, not after one timeout per queued call.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -36,8 +38,8 @@ pub struct Stores {
 
 struct Inner {
     stores: Stores,
-    keys: tokio::sync::Mutex<Option<Cached<KeySet>>>,
-    policy: tokio::sync::Mutex<Option<Cached<Policy>>>,
+    keys: tokio::sync::Mutex<Slot<KeySet>>,
+    policy: tokio::sync::Mutex<Slot<Policy>>,
     counters: Mutex<WindowCounters>,
     upstreams: Upstreams,
     admin_key_hash: Option<[u8; 32]>,
@@ -50,6 +52,33 @@ struct Cached<T> {
     loaded: Instant,
     /// The policy version the value was compiled from; empty for keys.
     version: String,
+}
+
+/// A cached value and the outcome of its last refresh.
+struct Slot<T> {
+    cached: Option<Cached<T>>,
+    /// When the last refresh failed, and the error it returned; cleared by a successful one.
+    failed: Option<(Instant, String)>,
+}
+
+impl<T> Default for Slot<T> {
+    fn default() -> Self {
+        Self { cached: None, failed: None }
+    }
+}
+
+impl<T> Slot<T> {
+    /// Returns the error of a refresh that failed after `waiting_since`, which a caller that
+    /// waited for the lock since then shares instead of refreshing again.
+    fn failed_since(&self, waiting_since: Instant) -> Option<String> {
+        self.failed.as_ref().filter(|(at, _)| *at >= waiting_since).map(|(_, error)| error.clone())
+    }
+
+    /// Records the outcome of a refresh and returns it.
+    fn refreshed<V>(&mut self, result: Result<V, String>) -> Result<V, String> {
+        self.failed = result.as_ref().err().map(|error| (Instant::now(), error.clone()));
+        result
+    }
 }
 
 /// How many audit writes an allowed call makes.
@@ -88,8 +117,8 @@ impl AppState {
         let admin_key_hash = admin_key.map(|key| Sha256::digest(key.as_bytes()).into());
         let inner = Inner {
             stores,
-            keys: tokio::sync::Mutex::new(None),
-            policy: tokio::sync::Mutex::new(None),
+            keys: tokio::sync::Mutex::new(Slot::default()),
+            policy: tokio::sync::Mutex::new(Slot::default()),
             counters: Mutex::new(WindowCounters::new()),
             upstreams,
             admin_key_hash,
@@ -101,36 +130,45 @@ impl AppState {
 
     /// Returns the model keys in force, reading the store when the cache is older than the TTL.
     pub async fn keys(&self) -> Result<Arc<KeySet>, String> {
-        let mut cache = self.inner.keys.lock().await;
-        if let Some(cached) = cache.as_ref().filter(|cached| self.is_fresh(cached)) {
+        let waiting_since = Instant::now();
+        let mut slot = self.inner.keys.lock().await;
+        if let Some(cached) = slot.cached.as_ref().filter(|cached| self.is_fresh(cached)) {
             return Ok(Arc::clone(&cached.value));
         }
+        if let Some(error) = slot.failed_since(waiting_since) {
+            return Err(error);
+        }
 
-        let entries = self.inner.stores.keys.load_models().await.map_err(|error| {
+        let loaded = self.inner.stores.keys.load_models().await.map_err(|error| {
             tracing::error!(error = %error, "failed to load model keys; calls are denied until the store is reachable");
             format!("model keys could not be loaded ({error})")
-        })?;
+        });
+        let entries = slot.refreshed(loaded)?;
         let value = Arc::new(KeySet::from_entries(entries));
-        *cache = Some(Cached { value: Arc::clone(&value), loaded: Instant::now(), version: String::new() });
+        slot.cached = Some(Cached { value: Arc::clone(&value), loaded: Instant::now(), version: String::new() });
         Ok(value)
     }
 
     /// Returns the policy in force, reading the store when the cache is older than the TTL
     /// and compiling only when the stored version changed.
     pub async fn policy(&self) -> Result<Arc<Policy>, String> {
-        let mut cache = self.inner.policy.lock().await;
-        if let Some(cached) = cache.as_ref().filter(|cached| self.is_fresh(cached)) {
+        let waiting_since = Instant::now();
+        let mut slot = self.inner.policy.lock().await;
+        if let Some(cached) = slot.cached.as_ref().filter(|cached| self.is_fresh(cached)) {
             return Ok(Arc::clone(&cached.value));
         }
+        if let Some(error) = slot.failed_since(waiting_since) {
+            return Err(error);
+        }
 
-        let stored = self.inner.stores.policy.current().await.map_err(|error| {
+        let loaded = self.inner.stores.policy.current().await.map_err(|error| {
             tracing::error!(error = %error, "failed to load the policy; calls are denied until the store is reachable");
             format!("the policy could not be loaded ({error})")
-        })?;
-        let Some(stored) = stored else {
+        });
+        let Some(stored) = slot.refreshed(loaded)? else {
             return Err("no policy is stored; save one through the admin API or set POLICY_FILE".to_owned());
         };
-        if let Some(cached) = cache.as_mut().filter(|cached| cached.version == stored.version) {
+        if let Some(cached) = slot.cached.as_mut().filter(|cached| cached.version == stored.version) {
             cached.loaded = Instant::now();
             return Ok(Arc::clone(&cached.value));
         }
@@ -141,15 +179,15 @@ impl AppState {
             format!("the stored policy is invalid: {error}")
         })?;
         let value = Arc::new(policy);
-        *cache = Some(Cached { value: Arc::clone(&value), loaded: Instant::now(), version: stored.version });
+        slot.cached = Some(Cached { value: Arc::clone(&value), loaded: Instant::now(), version: stored.version });
         Ok(value)
     }
 
     /// Drops the cached keys and policy, so the next call reads the stores. Admin routes call
     /// it after a change, which then applies at once in this process.
     pub async fn invalidate(&self) {
-        *self.inner.keys.lock().await = None;
-        *self.inner.policy.lock().await = None;
+        *self.inner.keys.lock().await = Slot::default();
+        *self.inner.policy.lock().await = Slot::default();
     }
 
     fn is_fresh<T>(&self, cached: &Cached<T>) -> bool {

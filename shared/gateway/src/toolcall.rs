@@ -4,7 +4,9 @@
 //! The audit event of a call is written before anything is forwarded, so a forwarded call
 //! always has its record even if the gateway dies while the upstream works. The outcome is then
 //! written under the same event id before the caller gets an answer. When the first write
-//! fails, the call is denied and nothing is forwarded.
+//! fails, the call is denied and nothing is forwarded. A denied or unauthorized call whose
+//! record fails gets the 503 reply of an unavailable gateway, so every event id a caller receives
+//! is stored.
 
 use std::time::Instant;
 
@@ -14,6 +16,7 @@ use time::OffsetDateTime;
 
 use crate::audit::{AuditEvent, EventKind, Outcome, Route, UpstreamOutcome};
 use crate::state::{AppState, AuditWrites};
+use crate::store::StoreError;
 use crate::upstream::UpstreamError;
 
 /// A tool call as the routes hand it over.
@@ -91,9 +94,14 @@ pub async fn handle(state: &AppState, caller: Caller<'_>, call: CallRequest<'_>)
     let now = OffsetDateTime::now_utc();
     let mut event = new_event(state, caller, &call, now);
 
-    let (keys, policy) = match (state.keys().await, state.policy().await) {
-        (Ok(keys), Ok(policy)) => (keys, policy),
-        (Err(reason), _) | (_, Err(reason)) => return unavailable(state, event, reason, started).await,
+    // The policy is not read when the keys failed, so a call waits for one failing store read.
+    let keys = match state.keys().await {
+        Ok(keys) => keys,
+        Err(reason) => return unavailable(state, event, reason, started).await,
+    };
+    let policy = match state.policy().await {
+        Ok(policy) => policy,
+        Err(reason) => return unavailable(state, event, reason, started).await,
     };
     let principal = match authenticate(&keys, caller, now) {
         Ok(principal) => principal,
@@ -247,6 +255,7 @@ async fn reject_unauthorized(
     log_call(&event);
     if let Err(error) = recorded {
         tracing::error!(event.id = %event.event_id, error = %error, "audit write failed for a rejected call");
+        return unrecorded_rejection(&error);
     }
     CallOutcome::Unauthorized { reason: public_auth_reason(error), event_id: event.event_id }
 }
@@ -257,8 +266,43 @@ async fn reject_denied(state: &AppState, mut event: AuditEvent, started: Instant
     log_call(&event);
     if let Err(error) = recorded {
         tracing::error!(event.id = %event.event_id, error = %error, "audit write failed for a denied call");
+        return unrecorded_rejection(&error);
     }
     CallOutcome::Denied { reason: event.reason, rules: event.rules, event_id: event.event_id }
+}
+
+/// The rule id that audit events name for a `tools/call` rejected for its MCP session id.
+pub const SESSION_RULE: &str = "session";
+
+/// Records a `tools/call` that the MCP route rejected for its session id (missing, unknown,
+/// expired or issued to another model) as a denied call, so that a model trying another
+/// model's session shows in the audit trail. The key is checked again to name the model; an
+/// unusable key leaves the model empty, as on any unauthorized call.
+pub async fn reject_session(state: &AppState, key: Option<&str>, call: CallRequest<'_>, reason: &str) -> CallOutcome {
+    let started = Instant::now();
+    let now = OffsetDateTime::now_utc();
+    let mut event = new_event(state, Caller::Key(key), &call, now);
+    let keys = match state.keys().await {
+        Ok(keys) => keys,
+        Err(reason) => return unavailable(state, event, reason, started).await,
+    };
+    if let Ok(principal) = authenticate(&keys, Caller::Key(key), now) {
+        event.model_id = principal.model_id().to_owned();
+        event.key_id = Some(principal.credential.key_id());
+    }
+    event.decision = Outcome::Deny;
+    event.reason = reason.to_owned();
+    event.rule = Some(SESSION_RULE.to_owned());
+    event.rules = vec![SESSION_RULE.to_owned()];
+    reject_denied(state, event, started).await
+}
+
+/// Returns the outcome of a rejected call whose audit record could not be written. The call
+/// stays rejected, but the caller gets no event id, because no event with that id exists.
+fn unrecorded_rejection(error: &StoreError) -> CallOutcome {
+    CallOutcome::Unavailable {
+        reason: format!("the audit record could not be written ({error}); the call was rejected and not forwarded"),
+    }
 }
 
 /// Returns the reason shown to a caller whose key was not accepted. Unknown models, unknown

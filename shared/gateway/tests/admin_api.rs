@@ -523,3 +523,23 @@ async fn bad_query_strings_get_json_400_after_the_admin_check() {
         assert_eq!(status, StatusCode::UNAUTHORIZED, "{uri} without the admin key");
     }
 }
+
+#[tokio::test]
+async fn non_utf8_path_parameter_gets_json_400() {
+    let gateway = gateway().await;
+    let templated = API_ROUTES.iter().filter(|(_, path, _)| path.contains('{'));
+    for (method, path, _) in templated {
+        // `%FF` decodes to a byte that is not UTF-8, so no path parameter can hold it.
+        let start = path.find('{').unwrap();
+        let end = path.find('}').unwrap();
+        let uri = format!("{}%FF{}", &path[..start], &path[end + 1..]);
+
+        let (status, reply) = send_with(&gateway, Some(ADMIN_KEY), method, &uri, None).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{method} {uri}: {reply}");
+        assert_eq!(reply["status"], "invalid_request", "{method} {uri}: {reply}");
+        assert!(reply["reason"].as_str().unwrap_or_default().starts_with("invalid path"), "{method} {uri}: {reply}");
+
+        let (status, _) = send_with(&gateway, None, method, &uri, None).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{method} {uri} without the admin key");
+    }
+}

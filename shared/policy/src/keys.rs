@@ -12,7 +12,7 @@
 //! Only SHA-256 hashes of keys are kept in memory. A key is valid strictly before its expiry
 //! instant.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use serde::Deserialize;
 use serde_saphyr::Spanned;
@@ -21,8 +21,9 @@ use subtle::ConstantTimeEq;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use crate::error::{LoadError, Problem};
+use crate::error::{LoadError, Position, Problem};
 use crate::glob::PatternList;
+use crate::names::{self, NameKind};
 use crate::yaml::{self, YamlLimits};
 
 /// SHA-256 of a key.
@@ -50,14 +51,31 @@ pub fn parse_timestamp(text: &str) -> Result<OffsetDateTime, String> {
     Ok(parsed.to_offset(time::UtcOffset::UTC))
 }
 
-/// The tool globs a model's key may call.
+/// The tool globs a model's key may call. They match tool names exactly, case included.
 #[derive(Debug, Clone)]
 pub struct Scope {
     patterns: PatternList,
 }
 
 impl Scope {
-    /// Compiles a scope from fnmatch patterns.
+    /// Checks new patterns against the tool-name rules of [`names`] and compiles them, so
+    /// that a pattern that could match no tool name is rejected.
+    pub fn parse<S: AsRef<str>>(patterns: &[S]) -> Result<Self, String> {
+        let problems: Vec<String> = patterns
+            .iter()
+            .filter_map(|pattern| names::check_pattern(NameKind::Tool, pattern.as_ref()).err())
+            .map(|error| error.to_string())
+            .collect();
+        if !problems.is_empty() {
+            return Err(problems.join("; "));
+        }
+        Self::new(patterns)
+    }
+
+    /// Compiles a scope from fnmatch patterns without the tool-name rules, for scopes read
+    /// back from a store, which were checked when they were saved. A scope saved before those
+    /// rules existed may contain a pattern with a character that no tool name has, and such a
+    /// pattern matches nothing.
     pub fn new<S: AsRef<str>>(patterns: &[S]) -> Result<Self, String> {
         if patterns.is_empty() {
             return Err("a scope needs at least one tool pattern; a model with no tools should be revoked".to_owned());
@@ -184,13 +202,25 @@ pub struct KeySet {
 
 impl KeySet {
     /// Builds a key set from entries; a later entry with the same model id replaces an earlier one.
+    ///
+    /// A key of several models identifies none of them by itself, so [`KeySet::authenticate_key`]
+    /// rejects it as unknown. [`KeySet::authenticate`], where the caller names the model, still
+    /// accepts it for each of them.
     pub fn from_entries(entries: impl IntoIterator<Item = ModelEntry>) -> Self {
         let models: HashMap<String, ModelEntry> =
             entries.into_iter().map(|entry| (entry.model_id.clone(), entry)).collect();
-        let by_hash = models
-            .values()
-            .flat_map(|entry| entry.credentials.iter().map(|credential| (credential.hash, entry.model_id.clone())))
-            .collect();
+
+        let mut by_hash = HashMap::new();
+        let mut shared = HashSet::new();
+        for entry in models.values() {
+            for credential in &entry.credentials {
+                let previous = by_hash.insert(credential.hash, entry.model_id.clone());
+                if previous.is_some_and(|owner| owner != entry.model_id) {
+                    shared.insert(credential.hash);
+                }
+            }
+        }
+        by_hash.retain(|hash, _| !shared.contains(hash));
         Self { models, by_hash }
     }
 
@@ -199,10 +229,12 @@ impl KeySet {
         let raw: RawKeysFile = yaml::parse(origin, text, YamlLimits::KEYS)?;
         let mut problems = Vec::new();
         let mut entries = Vec::with_capacity(raw.models.len());
+        let mut owners = HashMap::new();
         for (model_id, model) in raw.models {
-            if let Some(entry) = RawModel::check(model, &model_id, &mut problems) {
-                entries.push(entry);
-            }
+            let at = yaml::position_of(model.referenced);
+            let Some(entry) = RawModel::check(model, &model_id, &mut problems) else { continue };
+            check_key_unique(&entry, at, &mut owners, &mut problems);
+            entries.push(entry);
         }
 
         if !problems.is_empty() {
@@ -321,8 +353,8 @@ impl RawModel {
         let before = problems.len();
         let model = model.value;
 
-        if model_id.trim().is_empty() {
-            problems.push(Problem::new(at, "models", "a model id cannot be empty"));
+        if let Err(error) = names::check_model_id(model_id) {
+            problems.push(Problem::new(at, "models", error.to_string()));
         }
 
         let hash = match (model.key, model.key_sha256) {
@@ -365,6 +397,30 @@ impl RawModel {
     }
 }
 
+/// Reports a model whose key is already the key of an earlier model in `owners`. On the MCP
+/// endpoint the key alone names the model, so a shared key would leave the model undecided.
+fn check_key_unique(
+    entry: &ModelEntry,
+    at: Option<Position>,
+    owners: &mut HashMap<KeyHash, String>,
+    problems: &mut Vec<Problem>,
+) {
+    for credential in &entry.credentials {
+        match owners.get(&credential.hash) {
+            Some(owner) => {
+                let message = format!(
+                    "model `{}` has the same key as model `{owner}`; give each model its own key",
+                    entry.model_id
+                );
+                problems.push(Problem::new(at, format!("models.{}", entry.model_id), message));
+            }
+            None => {
+                owners.insert(credential.hash, entry.model_id.clone());
+            }
+        }
+    }
+}
+
 fn check_plain_key(key: &Spanned<String>, field: &str, problems: &mut Vec<Problem>) -> Option<KeyHash> {
     if key.value.is_empty() {
         problems.push(Problem::new(yaml::position_of(key.referenced), field, "a key cannot be empty"));
@@ -395,6 +451,16 @@ fn check_scope(
     if patterns.is_empty() {
         let message = "a scope needs at least one tool pattern; revoke the model instead of leaving `tools` empty";
         problems.push(Problem::new(yaml::position_of(tools.referenced), field, message));
+        return None;
+    }
+    let before = problems.len();
+    for (index, (pattern, spanned)) in patterns.iter().zip(&tools.value).enumerate() {
+        if let Err(error) = names::check_pattern(NameKind::Tool, pattern) {
+            let position = yaml::position_of(spanned.referenced);
+            problems.push(Problem::new(position, format!("{field}[{index}]"), error.to_string()));
+        }
+    }
+    if problems.len() > before {
         return None;
     }
     match PatternList::new(patterns) {

@@ -5,6 +5,8 @@
 //! earlier calls. That keeps every decision reproducible in tests and cheap on the hot path.
 //!
 //! * [`keys`]: the `model_keys.yaml` format, SHA-256 key hashes and [`KeySet::authenticate`].
+//! * [`names`]: the characters of tool names, model ids and upstream prefixes, and how tool
+//!   patterns treat case.
 //! * [`glob`]: tool-name patterns with Python `fnmatch` semantics, compiled with `globset`.
 //! * [`Policy`]: the `policies.yaml` format and [`Policy::evaluate`].
 //! * [`limits`]: call counting for per-session and per-model limits.
@@ -54,13 +56,15 @@
 //! `serde_yaml` is archived, so both formats are read with `serde-saphyr`, which is maintained,
 //! has no unsafe code, reports line and column, rejects duplicate keys and bounds aliases,
 //! depth, nodes and scalar bytes with a budget. [`yaml::YamlLimits`] tightens that budget for
-//! these files and caps the input size. YAML 1.1 booleans such as `yes` and `off` are read as
-//! strings, merge keys (`<<`) are rejected, and unknown fields are errors.
+//! these files and caps the input size. Values are read as YAML 1.2: YAML 1.1 booleans such as
+//! `yes` and `off` are text, and rejected where a boolean is expected; [`yaml`] lists how
+//! each YAML 1.1 form is read. Merge keys (`<<`) are rejected, and unknown fields are errors.
 
 pub mod error;
 pub mod glob;
 pub mod keys;
 pub mod limits;
+pub mod names;
 pub mod policy;
 pub mod yaml;
 
@@ -68,6 +72,6 @@ pub use error::{LoadError, Position, Problem};
 pub use keys::{AuthError, Credential, KeySet, ModelEntry, Principal, Scope};
 pub use limits::{CallCounts, CountedLimit, LimitKey, NoCalls, WindowCounters};
 pub use policy::{
-    AnomalySettings, CallRateSpike, Decision, DenialSpike, Effect, Mode, Per, Policy, PolicyDocument, Request,
-    RuleKind, RuleMatch, ScopeProbing, Verdict, authorize,
+    AnomalySettings, CallRateSpike, Decision, DenialSpike, Effect, KnownTool, Mode, Per, Policy, PolicyDocument,
+    Request, RuleKind, RuleMatch, ScopeProbing, Verdict, Warning, authorize,
 };

@@ -9,7 +9,7 @@
 )]
 
 use mcpsec_policy::keys::{hash_key, key_id};
-use mcpsec_policy::{AuthError, KeySet};
+use mcpsec_policy::{AuthError, KeySet, ModelEntry};
 use time::OffsetDateTime;
 use time::macros::datetime;
 
@@ -156,4 +156,35 @@ fn key_alone_identifies_model() {
     assert_eq!(keys.authenticate_key(Some("nope"), BEFORE).unwrap_err(), AuthError::UnknownKey);
     assert_eq!(keys.authenticate_key(Some(""), BEFORE).unwrap_err(), AuthError::MissingKey);
     assert!(matches!(keys.authenticate_key(Some("retired-key"), BEFORE), Err(AuthError::Revoked { .. })));
+}
+
+/// Two models with one key. Before the loader rejected this, the key alone authenticated as
+/// either model, depending on the iteration order of a hash map. The same input is in
+/// `fuzz/corpus/keys_yaml/shared-key.yaml`.
+const SHARED_KEY: &str = "models:\n  reader:\n    key: \"team-key\"\n    tools: [\"search.*\"]\n  writer:\n    key: \"team-key\"\n    tools: [\"*\"]\n";
+
+#[test]
+fn shared_key_is_rejected_at_load() {
+    let error = KeySet::from_yaml("model_keys.yaml", SHARED_KEY).unwrap_err();
+    assert_eq!(error.problems.len(), 1, "{error}");
+    let problem = &error.problems[0];
+    assert_eq!(problem.field, "models.writer");
+    assert_eq!(problem.message, "model `writer` has the same key as model `reader`; give each model its own key");
+    assert_eq!(problem.position.map(|position| position.line), Some(6));
+}
+
+#[test]
+fn shared_key_alone_identifies_no_model() {
+    // A store can hold one key for two models, for example after two separate imports.
+    let distinct = SHARED_KEY.replacen("team-key", "other-key", 1);
+    let mut entries: Vec<ModelEntry> =
+        KeySet::from_yaml("model_keys.yaml", &distinct).unwrap().entries().cloned().collect();
+    for entry in &mut entries {
+        entry.credentials[0].hash = hash_key("team-key");
+    }
+
+    let keys = KeySet::from_entries(entries);
+    assert_eq!(keys.authenticate_key(Some("team-key"), BEFORE).unwrap_err(), AuthError::UnknownKey);
+    assert_eq!(keys.authenticate("reader", Some("team-key"), BEFORE).unwrap().model_id(), "reader");
+    assert_eq!(keys.authenticate("writer", Some("team-key"), BEFORE).unwrap().model_id(), "writer");
 }

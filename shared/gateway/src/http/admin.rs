@@ -1,7 +1,7 @@
 //! Admin routes for sessions. Every one requires `X-Admin-Key`.
 
 use axum::Json;
-use axum::extract::rejection::QueryRejection;
+use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -35,10 +35,18 @@ pub(super) fn admin_key_id(headers: &HeaderMap) -> String {
 }
 
 /// `GET /api/session/{id}`: one session's full trace, oldest call first.
-pub(super) async fn session(State(state): State<AppState>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+pub(super) async fn session(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    path: Result<Path<String>, PathRejection>,
+) -> Response {
     if let Some(response) = admin_rejection(&state, &headers) {
         return response;
     }
+    let id = match super::reply::path(path) {
+        Ok(id) => id,
+        Err(error) => return error.into_response(),
+    };
     match state.audit().session_trace(&id).await {
         Ok(events) if events.is_empty() => {
             reply(StatusCode::NOT_FOUND, "not_found", &format!("no calls recorded for session `{}`", id.escape_debug()))

@@ -51,11 +51,10 @@ fn json_error_text(error: &serde_json::Error) -> String {
     }
 }
 
-/// Characters allowed in tool names: ASCII letters, digits and `_ - . /`, 1 to 128 of them.
-/// Anything else (spaces, control, zero-width or full-width characters) could make two names
-/// look alike to a person while matching different rules.
+/// Checks a tool name against the rules of [`mcpsec_policy::names`], which the policy, key
+/// scopes and upstream prefixes use too.
 pub(super) fn check_tool_name(name: &str) -> Result<(), String> {
-    check_identifier(name, "tool_name", |c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '/'))
+    mcpsec_policy::names::check_tool_name(name).map_err(|error| format!("invalid `tool_name`: {error}"))
 }
 
 /// Characters allowed in REST session ids: ASCII letters, digits and `_ - . :`, 1 to 128.

@@ -6,6 +6,7 @@
 
 use axum::Json;
 use axum::body::Body;
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -20,9 +21,6 @@ use super::admin::{admin_key_id, admin_rejection};
 use super::body::{read_json, require_json};
 use super::reply::{ApiError, bad_request, invalid_document};
 use crate::state::AppState;
-
-/// Maximum length of a model id, in bytes.
-const MAX_MODEL_ID_BYTES: usize = 128;
 
 /// Grace period of the old keys after a rotation when the request sets none, in seconds.
 const DEFAULT_GRACE_SECONDS: u64 = 3600;
@@ -111,12 +109,16 @@ struct RotateRequest {
 pub(super) async fn rotate(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Path(model_id): Path<String>,
+    path: Result<Path<String>, PathRejection>,
     body: Body,
 ) -> Response {
     if let Some(rejection) = admin_rejection(&state, &headers) {
         return rejection;
     }
+    let model_id = match super::reply::path(path) {
+        Ok(model_id) => model_id,
+        Err(error) => return error.into_response(),
+    };
     match rotate_key(&state, &headers, &model_id, body).await {
         Ok(response) => response,
         Err(error) => error.into_response(),
@@ -160,12 +162,16 @@ struct RevokeRequest {
 pub(super) async fn revoke(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Path(model_id): Path<String>,
+    path: Result<Path<String>, PathRejection>,
     body: Body,
 ) -> Response {
     if let Some(rejection) = admin_rejection(&state, &headers) {
         return rejection;
     }
+    let model_id = match super::reply::path(path) {
+        Ok(model_id) => model_id,
+        Err(error) => return error.into_response(),
+    };
     match revoke_key(&state, &headers, &model_id, body).await {
         Ok(response) => response,
         Err(error) => error.into_response(),
@@ -205,11 +211,15 @@ async fn revoke_key(state: &AppState, headers: &HeaderMap, model_id: &str, body:
 pub(super) async fn lift_quarantine(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Path(model_id): Path<String>,
+    path: Result<Path<String>, PathRejection>,
 ) -> Response {
     if let Some(rejection) = admin_rejection(&state, &headers) {
         return rejection;
     }
+    let model_id = match super::reply::path(path) {
+        Ok(model_id) => model_id,
+        Err(error) => return error.into_response(),
+    };
     match state.stores().keys.set_quarantine(&model_id, None).await {
         Ok(true) => {
             state.invalidate().await;
@@ -234,12 +244,16 @@ pub(super) async fn lift_quarantine(
 pub(super) async fn update(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Path(model_id): Path<String>,
+    path: Result<Path<String>, PathRejection>,
     body: Body,
 ) -> Response {
     if let Some(rejection) = admin_rejection(&state, &headers) {
         return rejection;
     }
+    let model_id = match super::reply::path(path) {
+        Ok(model_id) => model_id,
+        Err(error) => return error.into_response(),
+    };
     match update_model(&state, &headers, &model_id, body).await {
         Ok(response) => response,
         Err(error) => error.into_response(),
@@ -360,13 +374,10 @@ async fn store_model(
     Ok(())
 }
 
+/// Checks a model id against [`mcpsec_policy::names`], which the keys file uses too.
 fn check_model_id(model_id: &str) -> Result<(), ApiError> {
-    let valid_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '-');
-    if model_id.is_empty() || model_id.len() > MAX_MODEL_ID_BYTES || !model_id.chars().all(valid_char) {
-        return Err(bad_request(&format!(
-            "invalid `model_id` `{}`: use 1 to {MAX_MODEL_ID_BYTES} characters of A-Z, a-z, 0-9, `.`, `_`, `:` and `-`",
-            model_id.escape_debug()
-        )));
+    if let Err(error) = mcpsec_policy::names::check_model_id(model_id) {
+        return Err(bad_request(&format!("invalid `model_id`: {error}")));
     }
     if model_id == "import" {
         return Err(bad_request("invalid `model_id` `import`: the name is taken by the route `/api/keys/import`"));
@@ -375,7 +386,7 @@ fn check_model_id(model_id: &str) -> Result<(), ApiError> {
 }
 
 fn check_tools(tools: &[String]) -> Result<Scope, ApiError> {
-    Scope::new(tools).map_err(|reason| bad_request(&format!("invalid `tools`: {reason}")))
+    Scope::parse(tools).map_err(|reason| bad_request(&format!("invalid `tools`: {reason}")))
 }
 
 /// Parses an optional RFC 3339 expiry, which must lie in the future.

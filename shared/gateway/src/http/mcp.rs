@@ -3,7 +3,9 @@
 //! Every reply is a single JSON body; the gateway opens no event streams and sends no server
 //! requests. Session ids are signed tokens (see [`crate::sessions`]), so any gateway instance
 //! can check them without a store read. JSON-RPC batches are rejected: MCP 2025-06-18 removed
-//! them, and a batch would let one request carry calls past per-request checks.
+//! them, and a batch would let one request carry calls past per-request checks. A request sent
+//! as a notification, such as `tools/call` without an `id`, is rejected with 400 as the
+//! Streamable HTTP transport allows, so no call runs without a response and an audit record.
 
 use axum::Json;
 use axum::body::Body;
@@ -11,10 +13,11 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use mcpsec_policy::AuthError;
+use mcpsec_protocol::message::{InvalidMessage, Message};
 use serde_json::{Map, Value, json};
 use time::OffsetDateTime;
 
-use super::body::{BodyError, check_tool_name, parse_json, read_json, require_json};
+use super::body::{BodyError, check_session_id, check_tool_name, parse_json, read_json, require_json};
 use crate::audit::Route;
 use crate::state::AppState;
 use crate::toolcall::{self, CallOutcome, CallRequest, Caller};
@@ -24,6 +27,19 @@ pub const PROTOCOL_VERSIONS: [&str; 3] = ["2025-03-26", "2025-06-18", "2025-11-2
 
 const SESSION_HEADER: &str = "mcp-session-id";
 const VERSION_HEADER: &str = "mcp-protocol-version";
+
+/// A request header that a model route reads: its lowercase name, the name shown in errors,
+/// and whether its value is a single token, so that a comma means a joined list of values.
+pub(super) type ReadHeader = (&'static str, &'static str, bool);
+
+/// The headers that `POST /mcp` reads.
+const MCP_HEADERS: [ReadHeader; 5] = [
+    ("content-type", "Content-Type", false),
+    ("x-model-key", "X-Model-Key", true),
+    ("authorization", "Authorization", false),
+    (SESSION_HEADER, "Mcp-Session-Id", true),
+    (VERSION_HEADER, "MCP-Protocol-Version", true),
+];
 
 /// JSON-RPC 2.0 and MCP error codes used here.
 mod code {
@@ -58,6 +74,9 @@ pub(super) async fn not_allowed() -> Response {
 
 /// Handles one JSON-RPC message.
 pub(super) async fn post(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+    if let Err(reason) = check_repeated_headers(&headers, &MCP_HEADERS) {
+        return rpc_error(StatusCode::BAD_REQUEST, Value::Null, code::INVALID_REQUEST, &reason, None);
+    }
     if let Err(BodyError { status, reason }) = require_json(&headers) {
         return rpc_error(status, Value::Null, code::INVALID_REQUEST, &reason, None);
     }
@@ -72,8 +91,17 @@ pub(super) async fn post(State(state): State<AppState>, headers: HeaderMap, body
     };
     let message = match Message::parse(message) {
         Ok(message) => message,
-        Err((id, reason)) => return rpc_error(StatusCode::BAD_REQUEST, id, code::INVALID_REQUEST, &reason, None),
+        Err(InvalidMessage { id, reason }) => {
+            return rpc_error(StatusCode::BAD_REQUEST, id, code::INVALID_REQUEST, &reason, None);
+        }
     };
+    if let Message::Other { method: Some(method) } = &message
+        && !method.starts_with("notifications/")
+    {
+        let reason =
+            format!("`{method}` is a request and needs an `id`; the gateway answers no request sent as a notification");
+        return rpc_error(StatusCode::BAD_REQUEST, Value::Null, code::INVALID_REQUEST, &reason, None);
+    }
 
     if let Some(version) = header_text(&headers, VERSION_HEADER)
         && !PROTOCOL_VERSIONS.contains(&version)
@@ -89,6 +117,7 @@ pub(super) async fn post(State(state): State<AppState>, headers: HeaderMap, body
         Ok(model_id) => model_id,
         Err(Rejection::Unavailable(reason)) => {
             let data = Some(json!({"status": "unavailable"}));
+            let reason = format!("{reason}; the request was rejected and not forwarded");
             return rpc_error(
                 StatusCode::SERVICE_UNAVAILABLE,
                 message.id_or_null(),
@@ -108,7 +137,9 @@ pub(super) async fn post(State(state): State<AppState>, headers: HeaderMap, body
     }
     let session_id = match check_session(&state, &headers, &model_id, now) {
         Ok(session_id) => session_id,
-        Err((status, reason)) => return rpc_error(status, id, code::UNKNOWN_SESSION, &reason, None),
+        Err((status, reason)) => {
+            return reject_session(&state, &headers, key, id, &method, &params, status, &reason).await;
+        }
     };
     dispatch(&state, &model_id, key, &session_id, id, &method, &params).await
 }
@@ -136,80 +167,6 @@ async fn dispatch(
             &format!("method `{method}` is not supported by this gateway"),
             None,
         ),
-    }
-}
-
-/// A JSON-RPC message after the envelope checks.
-enum Message {
-    Request {
-        id: Value,
-        method: String,
-        params: Map<String, Value>,
-    },
-    /// A notification or a response from the client, accepted with 202 and no body.
-    Other {
-        method: Option<String>,
-    },
-}
-
-impl Message {
-    fn parse(value: Value) -> Result<Self, (Value, String)> {
-        let object = match value {
-            Value::Object(object) => object,
-            Value::Array(_) => {
-                return Err((
-                    Value::Null,
-                    "JSON-RPC batches are not supported; send one message per request".to_owned(),
-                ));
-            }
-            _ => return Err((Value::Null, "a JSON-RPC message must be a JSON object".to_owned())),
-        };
-        let id = object.get("id").cloned();
-        if object.get("jsonrpc").and_then(Value::as_str) != Some("2.0") {
-            return Err((
-                id.unwrap_or(Value::Null),
-                "missing or wrong `jsonrpc` member; it must be \"2.0\"".to_owned(),
-            ));
-        }
-        if let Some(id) = &id
-            && !(id.is_string() || id.is_number() || id.is_null())
-        {
-            return Err((Value::Null, "`id` must be a string or a number".to_owned()));
-        }
-
-        let method = match object.get("method") {
-            Some(Value::String(method)) => Some(method.clone()),
-            Some(_) => return Err((id.unwrap_or(Value::Null), "`method` must be a string".to_owned())),
-            None => None,
-        };
-        let params = match object.get("params") {
-            Some(Value::Object(params)) => params.clone(),
-            None | Some(Value::Null) => Map::new(),
-            Some(_) => return Err((id.unwrap_or(Value::Null), "`params` must be an object".to_owned())),
-        };
-        match (id, method) {
-            (Some(Value::Null), Some(_)) => Err((Value::Null, "`id` must not be null in a request".to_owned())),
-            (Some(id), Some(method)) => Ok(Self::Request { id, method, params }),
-            (None, method @ Some(_)) => Ok(Self::Other { method }),
-            (Some(_), None) if object.contains_key("result") || object.contains_key("error") => {
-                Ok(Self::Other { method: None })
-            }
-            (id, None) => Err((id.unwrap_or(Value::Null), "missing `method`".to_owned())),
-        }
-    }
-
-    fn id_or_null(&self) -> Value {
-        match self {
-            Self::Request { id, .. } => id.clone(),
-            Self::Other { .. } => Value::Null,
-        }
-    }
-
-    fn is_tool_call(&self) -> bool {
-        match self {
-            Self::Request { method, .. } => method == "tools/call",
-            Self::Other { method } => method.as_deref() == Some("tools/call"),
-        }
     }
 }
 
@@ -306,20 +263,12 @@ async fn call_tool(
     }
 }
 
-/// Reads the tool name and arguments of `tools/call` params. The arguments are `None` when
-/// they are absent or `null`, which means `{}`.
+/// Reads the tool name and arguments of `tools/call` params and checks the name's characters.
+/// The arguments are `None` when they are absent or `null`, which means `{}`.
 fn tool_call_params(params: &Map<String, Value>) -> Result<(&str, Option<&Value>), String> {
-    let name = match params.get("name") {
-        Some(Value::String(name)) => name.as_str(),
-        Some(_) => return Err("`name` must be a string".to_owned()),
-        None => return Err("missing `name` in tools/call params".to_owned()),
-    };
+    let (name, arguments) = mcpsec_protocol::message::tool_call_params(params)?;
     check_tool_name(name)?;
-    match params.get("arguments") {
-        None | Some(Value::Null) => Ok((name, None)),
-        Some(arguments @ Value::Object(_)) => Ok((name, Some(arguments))),
-        Some(_) => Err("`arguments` must be an object".to_owned()),
-    }
+    Ok((name, arguments))
 }
 
 /// Parses a `POST /mcp` body as the route does before authentication and the policy: the JSON
@@ -328,7 +277,7 @@ fn tool_call_params(params: &Map<String, Value>) -> Result<(&str, Option<&Value>
 /// benchmark. The route itself reads the body with a size limit first.
 pub fn check_mcp_body(body: &[u8]) -> Result<(), String> {
     let value = parse_json(body).map_err(|error| error.reason)?;
-    let message = Message::parse(value).map_err(|(_, reason)| reason)?;
+    let message = Message::parse(value).map_err(|error| error.reason)?;
     match message {
         Message::Request { method, params, .. } if method == "tools/call" => tool_call_params(&params).map(|_| ()),
         _ => Ok(()),
@@ -366,7 +315,8 @@ async fn authenticate(state: &AppState, key: Option<&str>, now: OffsetDateTime) 
 }
 
 /// Rejects a message whose key was not accepted. A rejected `tools/call` is recorded like any
-/// other call, through the shared call path, so probing shows in the audit trail.
+/// other call, through the shared call path, so probing shows in the audit trail. When that
+/// record fails, the reply is 503, as for any call the gateway could not record.
 async fn unauthorized(
     state: &AppState,
     headers: &HeaderMap,
@@ -378,15 +328,59 @@ async fn unauthorized(
         && message.is_tool_call()
     {
         let tool_name = params.get("name").and_then(Value::as_str).unwrap_or_default();
-        let session_id = header_text(headers, SESSION_HEADER).unwrap_or("none");
+        let session_id = recorded_session_id(headers);
         let empty = Value::Object(Map::new());
         let arguments = params.get("arguments").filter(|value| value.is_object()).unwrap_or(&empty);
         let call = CallRequest { route: Route::Mcp, session_id, tool_name, arguments };
-        toolcall::handle(state, Caller::Key(key), call).await;
+        if let CallOutcome::Unavailable { reason } = toolcall::handle(state, Caller::Key(key), call).await {
+            let data = Some(json!({"status": "unavailable"}));
+            let id = message.id_or_null();
+            return rpc_error(StatusCode::SERVICE_UNAVAILABLE, id, code::INTERNAL_ERROR, &reason, data);
+        }
     }
     let mut response = rpc_error(StatusCode::UNAUTHORIZED, message.id_or_null(), code::UNAUTHORIZED, reason, None);
     response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"mcpsec\""));
     response
+}
+
+/// Answers a request whose session id was not accepted. A `tools/call` is also recorded as a
+/// denied call under [`recorded_session_id`], so that the trace of the session a model tried to
+/// use shows the attempt. Other methods are not tool calls and leave no record.
+#[expect(clippy::too_many_arguments, reason = "the parts of one rejected request, passed by reference")]
+async fn reject_session(
+    state: &AppState,
+    headers: &HeaderMap,
+    key: Option<&str>,
+    id: Value,
+    method: &str,
+    params: &Map<String, Value>,
+    status: StatusCode,
+    reason: &str,
+) -> Response {
+    if method == "tools/call"
+        && let Ok((tool_name, arguments)) = tool_call_params(params)
+    {
+        let session_id = recorded_session_id(headers);
+        let empty = Value::Object(Map::new());
+        let arguments = arguments.unwrap_or(&empty);
+        let call = CallRequest { route: Route::Mcp, session_id, tool_name, arguments };
+        if let CallOutcome::Unavailable { reason } = toolcall::reject_session(state, key, call, reason).await {
+            let data = Some(json!({"status": "unavailable"}));
+            return rpc_error(StatusCode::SERVICE_UNAVAILABLE, id, code::INTERNAL_ERROR, &reason, data);
+        }
+    }
+    rpc_error(status, id, code::UNKNOWN_SESSION, reason, None)
+}
+
+/// Returns the session id under which a rejected `tools/call` is recorded: the presented
+/// `Mcp-Session-Id` when its characters and length are those of a session id, `invalid` when
+/// they are not, and `none` when the header is missing.
+fn recorded_session_id(headers: &HeaderMap) -> &str {
+    match header_text(headers, SESSION_HEADER) {
+        Some(presented) if check_session_id(presented).is_ok() => presented,
+        Some(_) => "invalid",
+        None => "none",
+    }
 }
 
 fn check_session(
@@ -402,8 +396,27 @@ fn check_session(
     Ok(session_id.to_owned())
 }
 
+/// Rejects a request that sends one of the `read` headers more than once, or a comma-joined
+/// list in a header that contains one token. The gateway cannot know which value the client
+/// meant, and a proxy in front of it may have picked another one.
+pub(super) fn check_repeated_headers(headers: &HeaderMap, read: &[ReadHeader]) -> Result<(), String> {
+    for &(name, shown, single_token) in read {
+        let mut values = headers.get_all(name).iter();
+        let Some(first) = values.next() else { continue };
+        let count = 1 + values.count();
+        if count > 1 {
+            return Err(format!("header `{shown}` was sent {count} times; send it once"));
+        }
+        if single_token && first.as_bytes().contains(&b',') {
+            return Err(format!("header `{shown}` contains a comma-separated list; send one value"));
+        }
+    }
+    Ok(())
+}
+
 /// Returns a header's value as text. A header sent several times, or with a comma-joined
 /// list, counts as absent, because the gateway cannot know which value the client meant.
+/// [`check_repeated_headers`] rejects such requests before any header is read.
 fn header_text<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
     let mut values = headers.get_all(name).iter();
     let first = values.next()?;

@@ -6,13 +6,17 @@ mod body;
 mod impact;
 mod keys_admin;
 mod mcp;
+mod openapi;
 mod policy_admin;
 mod ready;
 mod reply;
 mod rest;
 
-use axum::Router;
+use axum::http::{Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, patch, post};
+use axum::{Json, Router};
+use serde_json::json;
 
 use crate::state::AppState;
 
@@ -51,10 +55,12 @@ pub fn policy_routes() -> Router<AppState> {
 
 /// Routes of the admin function: every route that requires `X-Admin-Key` except the
 /// session routes, which have a function of their own on AWS, plus the dashboard page
-/// (`/dash`), which is public because it only asks for the key.
+/// (`/dash`), which is public because it only prompts for the key, and the public OpenAPI
+/// document (`/openapi.json`).
 pub fn admin_routes() -> Router<AppState> {
     policy_routes()
         .merge(crate::dash::routes())
+        .route("/openapi.json", get(openapi::document))
         .route("/api/policy/impact", post(impact::preview))
         .route("/api/keys", get(keys_admin::list).post(keys_admin::create))
         .route("/api/keys/import", post(keys_admin::import))
@@ -65,6 +71,11 @@ pub fn admin_routes() -> Router<AppState> {
 }
 
 /// Builds every route of the one-process gateway.
+///
+/// A path that no route serves gets a JSON 404 with `status` `route_not_found`, and a method
+/// that a route does not serve gets a JSON 405 with `status` `method_not_allowed` and the
+/// `Allow` header. axum's own replies would have an empty body, and the labels distinguish a
+/// wrong path from a missing resource.
 pub fn router(state: AppState) -> Router {
     model_routes()
         .merge(session_routes())
@@ -72,5 +83,19 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(ready::health))
         .route("/readyz", get(ready::ready))
         .route("/metrics", get(ready::metrics))
+        .fallback(route_not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
+}
+
+async fn route_not_found(method: Method, uri: Uri) -> Response {
+    let reason = format!("no route serves {method} `{}`; see /openapi.json", uri.path().escape_debug());
+    (StatusCode::NOT_FOUND, Json(json!({"status": "route_not_found", "reason": reason}))).into_response()
+}
+
+/// Returns the 405 reply for a method that the path does not serve. axum adds the `Allow`
+/// header afterwards.
+async fn method_not_allowed(method: Method, uri: Uri) -> Response {
+    let reason = format!("method {method} is not allowed on `{}`; see the `Allow` header", uri.path().escape_debug());
+    (StatusCode::METHOD_NOT_ALLOWED, Json(json!({"status": "method_not_allowed", "reason": reason}))).into_response()
 }

@@ -4,14 +4,22 @@
 //! rejects it when another save came first, so two admins never overwrite each other. Version
 //! ids from URLs are passed to the store only as opaque values, never built into a file path
 //! or an object key.
+//!
+//! A rejected policy changes nothing: validation runs before the store is touched, so the
+//! version in force stays in force. A valid policy whose rules cannot take effect as written
+//! is saved, and the reply lists [`Warning`]s. Examples are a condition on an input field that
+//! none of its tools declares, or a default of deny with no allow rule. These are not errors,
+//! because the tools and keys change without the policy changing.
+
+use std::time::Duration;
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::rejection::QueryRejection;
+use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use mcpsec_policy::Policy;
+use mcpsec_policy::{Policy, Warning};
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 
@@ -23,6 +31,10 @@ use crate::store::{PolicyVersion, StoreError};
 
 /// Longest accepted version id or timestamp from a URL.
 const MAX_VERSION_TEXT: usize = 256;
+
+/// Maximum wait for the upstreams' tool lists while validating a policy. A slow upstream
+/// delays the reply by at most this, and the warnings that need the tools are then left out.
+const TOOL_LIST_WAIT: Duration = Duration::from_secs(5);
 
 /// `GET /api/config`: the policy in force.
 pub(super) async fn get_config(State(state): State<AppState>, headers: HeaderMap) -> Response {
@@ -55,10 +67,12 @@ pub(super) async fn put_config(State(state): State<AppState>, headers: HeaderMap
         Err(error) => return error.into_response(),
     };
 
-    if let Err(error) = Policy::from_yaml("policy_yaml", yaml) {
-        return invalid_document(&error, "invalid_policy");
-    }
-    save(&state, &headers, yaml, base, comment).await
+    let policy = match Policy::from_yaml("policy_yaml", yaml) {
+        Ok(policy) => policy,
+        Err(error) => return invalid_document(&error, "invalid_policy"),
+    };
+    let checked = check_effects(&state, &policy).await;
+    save(&state, &headers, yaml, base, comment, Some(checked)).await
 }
 
 /// `POST /api/policy/validate`: validate without saving.
@@ -70,17 +84,40 @@ pub(super) async fn validate(State(state): State<AppState>, headers: HeaderMap, 
         Ok((_, yaml)) => yaml,
         Err(error) => return error.into_response(),
     };
-    match Policy::from_yaml("policy_yaml", &yaml) {
-        Ok(policy) => Json(json!({
-            "valid": true,
-            "rules": policy.rule_count(),
-            "limits": policy.limit_count(),
-            "default": policy.default_effect().as_str(),
-            "rule_ids": policy.rule_ids(),
-        }))
-        .into_response(),
-        Err(error) => invalid_document(&error, "invalid_policy"),
-    }
+    let policy = match Policy::from_yaml("policy_yaml", &yaml) {
+        Ok(policy) => policy,
+        Err(error) => return invalid_document(&error, "invalid_policy"),
+    };
+    let checked = check_effects(&state, &policy).await;
+    Json(json!({
+        "valid": true,
+        "rules": policy.rule_count(),
+        "limits": policy.limit_count(),
+        "default": policy.default_effect().as_str(),
+        "rule_ids": policy.rule_ids(),
+        "warnings": checked.warnings,
+        "tools_checked": checked.tools_checked,
+    }))
+    .into_response()
+}
+
+/// The warnings about a valid policy, and whether the upstreams' tools were known.
+struct CheckedEffects {
+    warnings: Vec<Warning>,
+    tools_checked: bool,
+}
+
+/// Checks `policy` against the tools the upstreams list now and the keys in force.
+async fn check_effects(state: &AppState, policy: &Policy) -> CheckedEffects {
+    let tools = if state.upstreams().is_empty() {
+        None
+    } else {
+        tokio::time::timeout(TOOL_LIST_WAIT, state.upstreams().known_tools()).await.ok()
+    };
+    let tools = tools.filter(|tools| !tools.is_empty());
+    let keys = state.keys().await.ok();
+    let warnings = policy.warnings(tools.as_deref(), keys.as_deref());
+    CheckedEffects { warnings, tools_checked: tools.is_some() }
 }
 
 /// `GET /api/policy/versions`: every version, newest first, without their text.
@@ -98,10 +135,18 @@ pub(super) async fn versions(State(state): State<AppState>, headers: HeaderMap) 
 }
 
 /// `GET /api/policy/versions/{id}`: one version with its text.
-pub(super) async fn version(State(state): State<AppState>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+pub(super) async fn version(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    path: Result<Path<String>, PathRejection>,
+) -> Response {
     if let Some(rejection) = admin_rejection(&state, &headers) {
         return rejection;
     }
+    let id = match super::reply::path(path) {
+        Ok(id) => id,
+        Err(error) => return error.into_response(),
+    };
     match find_version(&state, &id).await {
         Ok(version) => Json(version_json(&version, true)).into_response(),
         Err(error) => error.into_response(),
@@ -152,12 +197,16 @@ pub(super) async fn diff(
 pub(super) async fn rollback(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Path(target): Path<String>,
+    path: Result<Path<String>, PathRejection>,
     body: Body,
 ) -> Response {
     if let Some(rejection) = admin_rejection(&state, &headers) {
         return rejection;
     }
+    let target = match super::reply::path(path) {
+        Ok(target) => target,
+        Err(error) => return error.into_response(),
+    };
     let request = match read_optional_object(&state, &headers, body).await {
         Ok(request) => request,
         Err(error) => return error.into_response(),
@@ -182,23 +231,31 @@ pub(super) async fn rollback(
         Ok(comment) => comment.unwrap_or_else(|| format!("rollback to {}", old.version)),
         Err(error) => return error.into_response(),
     };
-    save(&state, &headers, &old.yaml, base, Some(comment)).await
+    save(&state, &headers, &old.yaml, base, Some(comment), None).await
 }
 
+/// Saves `yaml` as the newest version. With `checked`, the reply lists its warnings.
 async fn save(
     state: &AppState,
     headers: &HeaderMap,
     yaml: &str,
     base: Option<String>,
     comment: Option<String>,
+    checked: Option<CheckedEffects>,
 ) -> Response {
     let author = admin_key_id(headers);
     let saved = state.stores().policy.save(yaml, base.as_deref(), &author, comment.as_deref()).await;
     match saved {
         Ok(saved) => {
             state.invalidate().await;
-            tracing::info!(policy.version = %saved.version, admin.key_id = %author, "policy saved");
-            (StatusCode::OK, Json(version_json(&saved, false))).into_response()
+            let warnings = checked.as_ref().map_or(0, |checked| checked.warnings.len());
+            tracing::info!(policy.version = %saved.version, admin.key_id = %author, warnings, "policy saved");
+            let mut body = version_json(&saved, false);
+            if let (Some(checked), Some(object)) = (checked, body.as_object_mut()) {
+                object.insert("warnings".to_owned(), json!(checked.warnings));
+                object.insert("tools_checked".to_owned(), Value::Bool(checked.tools_checked));
+            }
+            (StatusCode::OK, Json(body)).into_response()
         }
         Err(StoreError::Conflict(detail)) => reply(
             StatusCode::CONFLICT,

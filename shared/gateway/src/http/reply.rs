@@ -2,8 +2,8 @@
 //! HTTP status, and the 400 reply that lists the problems of an invalid YAML document.
 
 use axum::Json;
-use axum::extract::Query;
-use axum::extract::rejection::QueryRejection;
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{Path, Query};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use mcpsec_policy::LoadError;
@@ -36,6 +36,15 @@ pub(super) fn query<T>(parsed: Result<Query<T>, QueryRejection>) -> Result<T, Ap
     parsed.map(|Query(value)| value).map_err(|rejection| {
         bad_request(&format!("invalid query string: {}; see the route's parameters", rejection.body_text()))
     })
+}
+
+/// Unwraps a parsed path parameter, or builds the 400 reply that names what is wrong with it,
+/// such as a percent-encoded byte sequence that is not UTF-8. Handlers call it after the admin
+/// check, like [`query`].
+pub(super) fn path<T>(parsed: Result<Path<T>, PathRejection>) -> Result<T, ApiError> {
+    parsed
+        .map(|Path(value)| value)
+        .map_err(|rejection| bad_request(&format!("invalid path: {}", rejection.body_text())))
 }
 
 pub(super) fn bad_request(reason: &str) -> ApiError {

@@ -8,12 +8,19 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use super::body::{BodyError, check_session_id, check_tool_name, parse_json, read_json, require_json};
+use super::mcp::{ReadHeader, check_repeated_headers};
 use crate::audit::Route;
 use crate::state::AppState;
 use crate::toolcall::{self, CallOutcome, CallRequest, Caller};
 
+/// The headers that `POST /mcp/toolcall` reads, in the form of [`ReadHeader`].
+const REST_HEADERS: [ReadHeader; 2] = [("content-type", "Content-Type", false), ("x-model-key", "X-Model-Key", true)];
+
 /// Handles a REST tool call.
 pub(super) async fn toolcall(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+    if let Err(reason) = check_repeated_headers(&headers, &REST_HEADERS) {
+        return reply(StatusCode::BAD_REQUEST, "invalid_request", &reason);
+    }
     if let Err(error) = require_json(&headers) {
         return reply(error.status, "invalid_request", &error.reason);
     }

@@ -153,13 +153,13 @@ impl UpstreamClient {
     ///
     /// A result with `isError: true` is a success here, because the tool ran and reported its
     /// own failure. A JSON-RPC error reply, such as an unknown tool, is
-    /// [`UpstreamError::JsonRpc`].
+    /// [`UpstreamError::JsonRpc`]. A result without the `content` array, which every supported
+    /// protocol version requires, is [`UpstreamError::Protocol`], so that an empty object is
+    /// never passed on as a success.
     pub async fn call_tool(&self, name: &str, arguments: &Value) -> Result<Value, UpstreamError> {
         let params = CallToolParams { name, arguments };
         let result = self.request("tools/call", Some(&params)).await?;
-        if !result.is_object() {
-            return Err(self.protocol_error("`tools/call` result is not a JSON object".to_owned()));
-        }
+        check_tool_result(&result).map_err(|detail| self.protocol_error(detail.to_owned()))?;
         Ok(result)
     }
 
@@ -318,6 +318,18 @@ fn negotiated_version(result: &Value) -> Result<HeaderValue, Failure> {
     Ok(HeaderValue::from_static(supported))
 }
 
+/// Checks the shape of a `CallToolResult`: an object with a `content` array.
+fn check_tool_result(result: &Value) -> Result<(), &'static str> {
+    let Some(result) = result.as_object() else {
+        return Err("`tools/call` result is not a JSON object");
+    };
+    match result.get("content") {
+        Some(Value::Array(_)) => Ok(()),
+        Some(_) => Err("`tools/call` result has a `content` member that is not an array"),
+        None => Err("`tools/call` result has no `content` array"),
+    }
+}
+
 /// Splits a `tools/list` result into its tools and the cursor of the next page.
 fn split_tool_page(result: Value) -> Result<(Vec<Value>, Option<String>), String> {
     let Value::Object(mut result) = result else {
@@ -357,6 +369,21 @@ mod tests {
         let rejected = [json!({ "protocolVersion": "2024-11-05" }), json!({ "protocolVersion": 20250618 }), json!({})];
         for result in rejected {
             assert!(negotiated_version(&result).is_err(), "result {result}");
+        }
+    }
+
+    #[test]
+    fn tool_result_cases() {
+        let cases = [
+            (json!({ "content": [] }), Ok(())),
+            (json!({ "content": [{ "type": "text", "text": "a" }], "isError": true }), Ok(())),
+            (json!({}), Err("`tools/call` result has no `content` array")),
+            (json!({ "content": "a" }), Err("`tools/call` result has a `content` member that is not an array")),
+            (json!({ "content": null }), Err("`tools/call` result has a `content` member that is not an array")),
+            (json!("done"), Err("`tools/call` result is not a JSON object")),
+        ];
+        for (result, expected) in cases {
+            assert_eq!(check_tool_result(&result), expected, "result {result}");
         }
     }
 

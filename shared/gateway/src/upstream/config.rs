@@ -1,13 +1,18 @@
 //! The upstreams file: parsed with positions, then checked into [`UpstreamSpec`]s.
+//!
+//! The file is read like the policy and keys files, with the same YAML limits and wording of
+//! errors ([`mcpsec_policy::yaml`]). Prefixes follow [`mcpsec_policy::names`], and two
+//! prefixes, or two names, that differ only in ASCII case are rejected: the policy's deny
+//! rules ignore case, so such prefixes would make one rule apply to two servers.
 
 use std::collections::HashMap;
 use std::time::Duration;
 
-use mcpsec_policy::{LoadError, Position, Problem};
+use mcpsec_policy::yaml::{YamlLimits, position_of};
+use mcpsec_policy::{LoadError, Position, Problem, names};
 use reqwest::Url;
 use serde::Deserialize;
-use serde_saphyr::options::{DuplicateKeyPolicy, MergeKeyPolicy};
-use serde_saphyr::{Location, Options, Spanned};
+use serde_saphyr::Spanned;
 
 use super::client::DEFAULT_MAX_RESPONSE_BYTES;
 
@@ -20,10 +25,7 @@ const MAX_TIMEOUT: Duration = Duration::from_secs(3600);
 /// Largest accepted `max_response_bytes`.
 const MAX_RESPONSE_BYTES_LIMIT: u64 = 1024 * 1024 * 1024;
 
-/// Maximum size of an upstreams file, in bytes: room for roughly 10,000 entries of about 100 bytes.
-const MAX_FILE_BYTES: usize = 1024 * 1024;
-
-/// Maximum length of an upstream name or prefix, in characters.
+/// Maximum length of an upstream name, in characters.
 const MAX_NAME_CHARS: usize = 64;
 
 #[derive(Deserialize)]
@@ -61,15 +63,7 @@ pub(crate) struct UpstreamSpec {
 
 /// Parses and checks an upstreams file, naming `origin` in every error.
 pub(crate) fn parse(origin: &str, text: &str) -> Result<Vec<UpstreamSpec>, LoadError> {
-    if text.len() > MAX_FILE_BYTES {
-        let message = format!("file is {} bytes, more than the limit of {MAX_FILE_BYTES} bytes", text.len());
-        return Err(load_error(origin, vec![problem(None, "", message)]));
-    }
-
-    let raw: RawFile = serde_saphyr::from_str_with_options(text, yaml_options()).map_err(|error| {
-        let position = error.location().and_then(position_of);
-        load_error(origin, vec![problem(position, "", plain_message(&error))])
-    })?;
+    let raw: RawFile = mcpsec_policy::yaml::parse(origin, text, YamlLimits::UPSTREAMS)?;
 
     let mut problems = Vec::new();
     let specs = check_file(raw, &mut problems);
@@ -88,24 +82,6 @@ pub(crate) fn check_url(text: &str) -> Result<Url, String> {
         return Err(format!("`{text}` must be an http or https URL"));
     }
     Ok(url)
-}
-
-fn yaml_options() -> Options {
-    let budget = serde_saphyr::budget! {
-        max_depth: 8,
-        max_nodes: 100_000,
-        max_aliases: 100,
-        max_anchors: 100,
-        max_total_scalar_bytes: MAX_FILE_BYTES,
-        max_documents: 1,
-        max_reader_input_bytes: Some(MAX_FILE_BYTES),
-    };
-    serde_saphyr::options! {
-        budget: budget,
-        duplicate_keys: DuplicateKeyPolicy::Error,
-        merge_keys: MergeKeyPolicy::Error,
-        strict_booleans: true,
-    }
 }
 
 fn check_file(raw: RawFile, problems: &mut Vec<Problem>) -> Vec<UpstreamSpec> {
@@ -168,13 +144,11 @@ fn check_name(name: &str) -> Result<(), String> {
         .map_err(|reason| format!("{reason}; use letters, digits, `_`, `-` and `.`"))
 }
 
-/// Checks a prefix. A prefix never contains `.`, so the first `.` of a tool name ends the
-/// prefix, and no prefix such as `a` can shadow another such as `a.b`.
+/// Checks a prefix against [`names::check_prefix`]. A prefix never contains `.`, so the first
+/// `.` of a tool name ends the prefix, and no prefix such as `a` can shadow another such as
+/// `a.b`.
 fn check_prefix(prefix: &str) -> Result<(), String> {
-    check_identifier(prefix, "prefix", |character| character.is_ascii_alphanumeric() || "_-".contains(character))
-        .map_err(|reason| {
-            format!("{reason}; use letters, digits, `_` and `-`, because tool names are split at the first `.`")
-        })
+    names::check_prefix(prefix).map_err(|error| error.to_string())
 }
 
 fn check_identifier(value: &str, kind: &str, allowed: impl Fn(char) -> bool) -> Result<(), String> {
@@ -209,21 +183,28 @@ fn check_max_response_bytes(max: u64) -> Result<usize, String> {
     usize::try_from(max).map_err(|_| format!("{max} does not fit in memory on this platform"))
 }
 
-/// The position of each name's first use, to report duplicates.
+/// The first use of each name, keyed by its lowercase form, to report duplicates, including
+/// names that differ only in ASCII case.
 #[derive(Default)]
-struct FirstUse(HashMap<String, Option<Position>>);
+struct FirstUse(HashMap<String, (String, Option<Position>)>);
 
 impl FirstUse {
     fn check(&mut self, value: &Spanned<String>, kind: &str, field: &str, problems: &mut Vec<Problem>) {
         let position = position_of(value.referenced);
-        let Some(first) = self.0.get(&value.value) else {
-            self.0.insert(value.value.clone(), position);
+        let folded = value.value.to_ascii_lowercase();
+        let Some((first_value, first)) = self.0.get(&folded) else {
+            self.0.insert(folded, (value.value.clone(), position));
             return;
         };
 
+        let duplicate = if *first_value == value.value {
+            format!("duplicate {kind} `{}`", value.value)
+        } else {
+            format!("{kind} `{}` differs only in case from `{first_value}`", value.value)
+        };
         let message = match first {
-            Some(first) => format!("duplicate {kind} `{}`, first used on line {}", value.value, first.line),
-            None => format!("duplicate {kind} `{}`", value.value),
+            Some(first) => format!("{duplicate}, first used on line {}", first.line),
+            None => duplicate,
         };
         problems.push(problem(position, field, message));
     }
@@ -235,23 +216,6 @@ fn problem(position: Option<Position>, field: &str, message: String) -> Problem 
 
 fn load_error(origin: &str, problems: Vec<Problem>) -> LoadError {
     LoadError { origin: origin.to_owned(), problems }
-}
-
-/// Converts a parser location to a position, or `None` when the parser did not know it.
-fn position_of(location: Location) -> Option<Position> {
-    (location.line() != 0).then(|| Position { line: location.line(), column: location.column() })
-}
-
-/// Renders a parser error as one line without the source snippet or the trailing position,
-/// since [`LoadError`] prints the position itself.
-fn plain_message(error: &serde_saphyr::Error) -> String {
-    let rendered = error.without_snippet().to_string();
-    let first_line = rendered.lines().next().unwrap_or("invalid YAML").trim();
-    let message = match first_line.rfind(" at line ") {
-        Some(index) => first_line.get(..index).unwrap_or(first_line),
-        None => first_line,
-    };
-    message.strip_suffix(", set DuplicateKeyPolicy in Options if acceptable").unwrap_or(message).to_owned()
 }
 
 #[cfg(test)]
@@ -333,7 +297,35 @@ upstreams:
             ("long timeout", format!("upstreams:\n{good}    timeout: 2h\n")),
             ("zero size limit", format!("upstreams:\n{good}    max_response_bytes: 0\n")),
             ("duplicate key", format!("upstreams:\n{good}    prefix: again\n")),
+            ("duplicate top-level key", format!("upstreams: []\nupstreams:\n{good}")),
             ("not yaml", "upstreams: [\n".to_owned()),
+            (
+                "prefixes differing only in case",
+                format!("upstreams:\n{good}{}", entry("other", "http://127.0.0.1:9002/mcp", "Calendar")),
+            ),
+            (
+                "names differing only in case",
+                format!("upstreams:\n{good}{}", entry("CALENDAR", "http://127.0.0.1:9002/mcp", "other")),
+            ),
+            ("full-width prefix", format!("upstreams:\n{}", entry("a", "http://127.0.0.1:1/mcp", "ｃalendar"))),
+            (
+                "zero-width prefix",
+                format!("upstreams:\n{}", entry("a", "http://127.0.0.1:1/mcp", "\"cal\\u200Bendar\"")),
+            ),
+            (
+                "prefix of 65 characters",
+                format!("upstreams:\n{}", entry("a", "http://127.0.0.1:1/mcp", &"p".repeat(65))),
+            ),
+            ("null prefix", format!("upstreams:\n{}", entry("a", "http://127.0.0.1:1/mcp", "~"))),
+            ("size limit as an exponent", format!("upstreams:\n{good}    max_response_bytes: 1e6\n")),
+            ("size limit with a leading zero", format!("upstreams:\n{good}    max_response_bytes: 0100\n")),
+            ("timeout without a unit", format!("upstreams:\n{good}    timeout: 30\n")),
+            (
+                "merge key",
+                "upstreams:\n  - &a {name: a, url: 'http://127.0.0.1:1/mcp', prefix: a}\n  - <<: *a\n    name: b\n"
+                    .to_owned(),
+            ),
+            ("two documents", format!("upstreams:\n{good}---\nupstreams: []\n")),
         ];
 
         let mut rendered = String::new();
@@ -345,6 +337,29 @@ upstreams:
             rendered.push_str(&format!("{case}:\n{outcome}\n\n"));
         }
         insta::assert_snapshot!("invalid_upstream_files", rendered);
+    }
+
+    #[test]
+    fn yaml_one_one_words_are_text() -> Result<(), LoadError> {
+        let text = "upstreams:\n  - name: no\n    url: http://127.0.0.1:1/mcp\n    prefix: on\n  \
+                    - name: 012\n    url: http://127.0.0.1:2/mcp\n    prefix: 1e3\n";
+        let specs = parse("upstreams.yaml", text)?;
+        let pairs: Vec<(&str, &str)> = specs.iter().map(|spec| (spec.name.as_str(), spec.prefix.as_str())).collect();
+        assert_eq!(pairs, [("no", "on"), ("012", "1e3")]);
+        Ok(())
+    }
+
+    #[test]
+    fn oversized_file_is_rejected() {
+        let text = format!("upstreams: []\n# {}\n", "x".repeat(1024 * 1024));
+        let error = parse("upstreams.yaml", &text).err().map(|error| error.to_string());
+        assert_eq!(
+            error.as_deref(),
+            Some(
+                "upstreams.yaml: input is 1048593 bytes, more than the limit of 1048576 bytes; split the file or \
+                 remove unused entries"
+            )
+        );
     }
 
     #[test]

@@ -3,6 +3,7 @@
 use std::error::Error as _;
 use std::time::Duration;
 
+pub(crate) use mcpsec_protocol::excerpt;
 use reqwest::StatusCode;
 
 /// Maximum length of the body excerpt in [`UpstreamError::HttpStatus`], in characters.
@@ -108,25 +109,6 @@ pub(crate) fn transport_detail(error: reqwest::Error) -> String {
     detail
 }
 
-/// Shortens untrusted text from a server to `max_chars` characters and escapes control
-/// characters, so that it fits on one log line.
-pub(crate) fn excerpt(text: &str, max_chars: usize) -> String {
-    let trimmed = text.trim();
-    let mut shortened = String::new();
-    for character in trimmed.chars().take(max_chars) {
-        if character.is_control() {
-            shortened.extend(character.escape_default());
-        } else {
-            shortened.push(character);
-        }
-    }
-
-    if trimmed.chars().nth(max_chars).is_some() {
-        shortened.push('…');
-    }
-    shortened
-}
-
 /// Returns the advice for a redirect reply, which the gateway does not follow.
 fn redirect_hint(status: &StatusCode) -> &'static str {
     if status.is_redirection() {
@@ -139,17 +121,6 @@ fn redirect_hint(status: &StatusCode) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn excerpt_escapes_control_characters() {
-        assert_eq!(excerpt("line one\nline two\u{7}", 100), "line one\\nline two\\u{7}");
-    }
-
-    #[test]
-    fn excerpt_marks_shortened_text() {
-        assert_eq!(excerpt("abcdef", 3), "abc…");
-        assert_eq!(excerpt("abc", 3), "abc");
-    }
 
     #[test]
     fn status_message_omits_empty_body() {

@@ -19,10 +19,10 @@
 mod client;
 mod config;
 mod error;
-mod jsonrpc;
 mod routing;
-mod sse;
 mod transport;
+
+use mcpsec_protocol::{jsonrpc, sse};
 
 pub use client::{
     DEFAULT_MAX_RESPONSE_BYTES, MAX_TOOL_PAGES, REQUESTED_PROTOCOL_VERSION, SUPPORTED_PROTOCOL_VERSIONS, UpstreamClient,

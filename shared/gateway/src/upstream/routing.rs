@@ -1,9 +1,10 @@
 //! Routing of tool names to upstream servers.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 
-use mcpsec_policy::LoadError;
+use mcpsec_policy::{KnownTool, LoadError, names};
 use serde_json::Value;
 
 use super::client::UpstreamClient;
@@ -17,6 +18,10 @@ pub const UPSTREAMS_FILE: &str = "UPSTREAMS_FILE";
 
 /// Name of the upstream configured by [`TOOL_SERVER_URL`].
 pub const DEFAULT_UPSTREAM_NAME: &str = "default";
+
+/// Maximum number of distinct rejected tool names logged at `warn`. Later ones are logged at
+/// `debug`, so that an upstream that renames its tools on every list cannot flood the log.
+const MAX_REPORTED_NAMES: usize = 1024;
 
 /// An error loading the upstream configuration.
 #[derive(Debug, thiserror::Error)]
@@ -54,6 +59,8 @@ pub enum UpstreamConfigError {
 #[derive(Debug, Clone)]
 pub struct Upstreams {
     routing: Routing,
+    /// The rejected tool names already logged at `warn`, as `upstream/name`.
+    reported: Arc<Mutex<HashSet<String>>>,
 }
 
 #[derive(Debug, Clone)]
@@ -66,12 +73,16 @@ enum Routing {
 impl Upstreams {
     /// Creates routing without upstreams, where every tool name is unknown and the tool list is empty.
     pub fn none() -> Self {
-        Self { routing: Routing::Empty }
+        Self::with_routing(Routing::Empty)
+    }
+
+    fn with_routing(routing: Routing) -> Self {
+        Self { routing, reported: Arc::default() }
     }
 
     /// Creates routing to one upstream that receives every tool name unchanged.
     pub fn single(client: UpstreamClient) -> Self {
-        Self { routing: Routing::Single(client) }
+        Self::with_routing(Routing::Single(client))
     }
 
     /// Loads several prefixed upstreams from the text of an upstreams file. `origin` names
@@ -95,7 +106,7 @@ impl Upstreams {
                 (spec.prefix, client)
             })
             .collect();
-        Ok(Self { routing: Routing::Prefixed(routes) })
+        Ok(Self::with_routing(Routing::Prefixed(routes)))
     }
 
     /// Loads the upstreams named by the environment: [`UPSTREAMS_FILE`], or else
@@ -142,13 +153,14 @@ impl Upstreams {
     /// Finds the upstream for the gateway-visible `tool_name` and the name to call there.
     ///
     /// With prefixes, the name must be `<prefix>.<tool>` with a non-empty tool part; the tool
-    /// part may itself contain dots.
+    /// part may itself contain dots. The prefix must match exactly, case included: the file
+    /// has no two prefixes that differ only in case, so no name can reach two upstreams.
     pub fn route(&self, tool_name: &str) -> Option<(&UpstreamClient, String)> {
         match &self.routing {
             Routing::Empty => None,
             Routing::Single(client) => Some((client, tool_name.to_owned())),
             Routing::Prefixed(routes) => {
-                let (prefix, upstream_name) = tool_name.split_once('.')?;
+                let (prefix, upstream_name) = tool_name.split_once(names::PREFIX_SEPARATOR)?;
                 if upstream_name.is_empty() {
                     return None;
                 }
@@ -161,7 +173,10 @@ impl Upstreams {
     /// object's `name` rewritten to the gateway-visible name.
     ///
     /// Upstreams are asked concurrently. One that fails is logged and skipped, so the list
-    /// contains the tools of the healthy upstreams.
+    /// contains the tools of the healthy upstreams. A tool whose gateway-visible name breaks
+    /// the rules of [`names`], or repeats an earlier one, is logged and left out. No call to
+    /// the first could pass the name check, and a second definition under one name would let
+    /// the upstream change what a listed tool means.
     pub async fn list_tools(&self) -> Vec<(String, Value)> {
         let routes: Vec<(Option<&str>, &UpstreamClient)> = match &self.routing {
             Routing::Empty => Vec::new(),
@@ -177,9 +192,17 @@ impl Upstreams {
         .await;
 
         let mut visible = Vec::new();
+        let mut seen = HashSet::new();
         for (prefix, client, list) in lists {
             match list {
-                Ok(tools) => visible.extend(tools.into_iter().filter_map(|tool| visible_tool(prefix, tool))),
+                Ok(tools) => {
+                    for (name, tool) in tools.into_iter().filter_map(|tool| visible_tool(prefix, tool)) {
+                        match rejection(&name, &mut seen) {
+                            None => visible.push((name, tool)),
+                            Some(reason) => self.report_rejected(client.name(), &name, &reason),
+                        }
+                    }
+                }
                 Err(error) => {
                     let name = client.name();
                     tracing::warn!(
@@ -192,6 +215,45 @@ impl Upstreams {
         }
         visible
     }
+
+    /// Lists the tools of every upstream with their input schemas, for the warnings of
+    /// [`mcpsec_policy::Policy::warnings`]. A tool without an `inputSchema` gets `null`, so
+    /// no condition on its fields is reported.
+    pub async fn known_tools(&self) -> Vec<KnownTool> {
+        self.list_tools()
+            .await
+            .into_iter()
+            .map(|(name, mut tool)| {
+                let input_schema = tool.get_mut("inputSchema").map(Value::take).unwrap_or_default();
+                KnownTool { name, input_schema }
+            })
+            .collect()
+    }
+
+    /// Logs a tool left out of the list, at `warn` the first time for each name.
+    fn report_rejected(&self, upstream: &str, name: &str, reason: &str) {
+        let first_time = match self.reported.lock() {
+            Ok(mut reported) if reported.len() < MAX_REPORTED_NAMES => reported.insert(format!("{upstream}/{name}")),
+            _ => false,
+        };
+        let shown = name.escape_debug().to_string();
+        if first_time {
+            tracing::warn!(upstream.name = %upstream, tool.name = %shown, reason, "upstream tool left out of the tool list");
+        } else {
+            tracing::debug!(upstream.name = %upstream, tool.name = %shown, reason, "upstream tool left out of the tool list");
+        }
+    }
+}
+
+/// Returns why a listed tool must be left out, or `None` when it may be listed.
+fn rejection(name: &str, seen: &mut HashSet<String>) -> Option<String> {
+    if let Err(error) = names::check_tool_name(name) {
+        return Some(error.to_string());
+    }
+    if !seen.insert(name.to_owned()) {
+        return Some(format!("tool `{name}` is listed more than once; the first definition is kept"));
+    }
+    None
 }
 
 /// Renames a tool to its gateway-visible name. [`UpstreamClient::list_tools`] has checked that
@@ -246,11 +308,43 @@ upstreams:
             ("weather.today", None),
             (".create_event", None),
             ("Calendar.create_event", None),
+            ("CALENDAR.create_event", None),
+            ("calendar\u{200b}.create_event", None),
+            ("ｃalendar.create_event", None),
+            ("calendar．create_event", None),
+            ("search..web", owned("search", ".web")),
         ];
         for (tool_name, expected) in cases {
             assert_eq!(routed(&upstreams, tool_name), expected, "tool {tool_name}");
         }
         Ok(())
+    }
+
+    #[test]
+    fn listed_tool_rejection_cases() {
+        let cases = [
+            ("calendar.create_event", None),
+            ("calendar.delete\u{200b}_event", Some("U+200B")),
+            ("calendar.ｄelete_event", Some("U+FF44")),
+            ("calendar.delete event", Some("U+0020")),
+            ("calendar.\u{202e}tneve", Some("U+202E")),
+            ("calendar.", None),
+            ("calendar.create_event", Some("listed more than once")),
+            ("Calendar.create_event", None),
+        ];
+        let mut seen = HashSet::new();
+        for (name, expected) in cases {
+            let reason = rejection(name, &mut seen);
+            match expected {
+                None => assert_eq!(reason, None, "{name}"),
+                Some(text) => {
+                    let reason = reason.unwrap_or_default();
+                    assert!(reason.contains(text), "{name}: {reason}");
+                }
+            }
+        }
+        let long = format!("calendar.{}", "x".repeat(120));
+        assert!(rejection(&long, &mut seen).is_some_and(|reason| reason.contains("129 characters")));
     }
 
     #[test]

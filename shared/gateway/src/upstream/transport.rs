@@ -70,8 +70,17 @@ impl Failure {
         }
     }
 
+    /// Classifies a request that got no reply. Only a failed connection or an unusable URL means
+    /// the server is unreachable. A server that closed an accepted connection is running, so
+    /// the advice to check the URL would mislead.
     fn from_send(error: reqwest::Error) -> Self {
-        if error.is_timeout() { Self::TimedOut } else { Self::Unreachable(transport_detail(error)) }
+        if error.is_timeout() {
+            Self::TimedOut
+        } else if error.is_connect() || error.is_builder() {
+            Self::Unreachable(transport_detail(error))
+        } else {
+            Self::Protocol(format!("the connection failed before a reply arrived: {}", transport_detail(error)))
+        }
     }
 
     fn from_body(error: reqwest::Error) -> Self {

@@ -9,10 +9,15 @@ use super::Pattern;
 /// candidates, not with the number of patterns. `globset::GlobSet` would answer the same
 /// question, but reporting every match of a large set runs its regex set over all patterns
 /// that are not plain literals or prefixes, which costs microseconds at a thousand patterns.
+///
+/// Patterns that ignore case are filed under their lowercased prefix, and a lookup walks both
+/// the name and its lowercased form, so they are found whatever the case of the name.
 #[derive(Debug, Clone, Default)]
 pub struct PatternIndex {
     patterns: Vec<(Pattern, usize)>,
     nodes: Vec<Node>,
+    /// Whether any pattern ignores case, so lookups also walk the lowercased name.
+    folds_case: bool,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -26,7 +31,7 @@ struct Node {
 impl PatternIndex {
     /// Builds an index of `(pattern, owner)` pairs; lookups report owners.
     pub fn new(patterns: Vec<(Pattern, usize)>) -> Self {
-        let mut index = Self { patterns: Vec::new(), nodes: vec![Node::default()] };
+        let mut index = Self { patterns: Vec::new(), nodes: vec![Node::default()], folds_case: false };
         for (pattern, owner) in patterns {
             index.insert(pattern, owner);
         }
@@ -34,8 +39,11 @@ impl PatternIndex {
     }
 
     fn insert(&mut self, pattern: Pattern, owner: usize) {
+        let ignore_case = pattern.ignores_case();
+        self.folds_case |= ignore_case;
         let mut node = 0usize;
         for byte in pattern.literal_prefix().bytes() {
+            let byte = if ignore_case { byte.to_ascii_lowercase() } else { byte };
             node = self.child_or_insert(node, byte);
         }
         let entry = u32::try_from(self.patterns.len()).unwrap_or(u32::MAX);
@@ -61,8 +69,18 @@ impl PatternIndex {
     /// Sets `owners` to the owners of every pattern matching `name`, sorted, without repeats.
     pub fn owners_matching(&self, name: &str, owners: &mut Vec<usize>) {
         owners.clear();
+        self.walk(name, name.bytes(), owners);
+        if self.folds_case && name.bytes().any(|byte| byte.is_ascii_uppercase()) {
+            self.walk(name, name.bytes().map(|byte| byte.to_ascii_lowercase()), owners);
+        }
+        owners.sort_unstable();
+        owners.dedup();
+    }
+
+    /// Follows `path` through the trie, appending the owner of every pattern on the way that
+    /// matches `name`.
+    fn walk(&self, name: &str, mut path: impl Iterator<Item = u8>, owners: &mut Vec<usize>) {
         let mut node = self.nodes.first();
-        let mut bytes = name.bytes();
         while let Some(current) = node {
             for entry in &current.entries {
                 if let Some((pattern, owner)) = self.patterns.get(*entry as usize)
@@ -71,14 +89,12 @@ impl PatternIndex {
                     owners.push(*owner);
                 }
             }
-            node = bytes.next().and_then(|byte| {
+            node = path.next().and_then(|byte| {
                 let position = current.children.binary_search_by_key(&byte, |(b, _)| *b).ok()?;
                 let (_, child) = current.children.get(position)?;
                 self.nodes.get(*child as usize)
             });
         }
-        owners.sort_unstable();
-        owners.dedup();
     }
 
     /// Number of patterns.

@@ -6,6 +6,9 @@
 //! `^` in a class have no special meaning there, but do in `globset`. Each pattern is therefore
 //! rewritten into an equivalent `globset` pattern in which every such character is literal,
 //! then compiled once.
+//!
+//! Deny rules and limits compile their tool patterns with [`Pattern::new_ignoring_case`], for
+//! the reason given in [`crate::names`].
 
 use globset::{GlobBuilder, GlobMatcher, GlobSet, GlobSetBuilder};
 
@@ -21,6 +24,7 @@ mod index;
 pub struct Pattern {
     source: String,
     matcher: Matcher,
+    ignore_case: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -32,8 +36,18 @@ enum Matcher {
 }
 
 impl Pattern {
-    /// Compiles one fnmatch pattern.
+    /// Compiles one fnmatch pattern that matches case-sensitively.
     pub fn new(source: &str) -> Result<Self, PatternError> {
+        Self::compile(source, false)
+    }
+
+    /// Compiles one fnmatch pattern that ignores ASCII case, so `calendar.delete_*` also
+    /// matches `Calendar.DELETE_event`.
+    pub fn new_ignoring_case(source: &str) -> Result<Self, PatternError> {
+        Self::compile(source, true)
+    }
+
+    fn compile(source: &str, ignore_case: bool) -> Result<Self, PatternError> {
         if source.is_empty() {
             return Err(empty_pattern_error());
         }
@@ -44,19 +58,28 @@ impl Pattern {
         } else if rest.chars().all(|c| c == '*') {
             if prefix.is_empty() { Matcher::Any } else { Matcher::Prefix(prefix.to_owned()) }
         } else {
-            Matcher::Glob(build_glob(source)?.compile_matcher())
+            Matcher::Glob(build_glob(source, ignore_case)?.compile_matcher())
         };
-        Ok(Self { source: source.to_owned(), matcher })
+        Ok(Self { source: source.to_owned(), matcher, ignore_case })
     }
 
     /// Returns whether `name` matches the whole pattern.
     pub fn is_match(&self, name: &str) -> bool {
         match &self.matcher {
             Matcher::Any => true,
+            Matcher::Exact(literal) if self.ignore_case => name.eq_ignore_ascii_case(literal),
             Matcher::Exact(literal) => name == literal,
+            Matcher::Prefix(prefix) if self.ignore_case => {
+                name.as_bytes().get(..prefix.len()).is_some_and(|head| head.eq_ignore_ascii_case(prefix.as_bytes()))
+            }
             Matcher::Prefix(prefix) => name.starts_with(prefix.as_str()),
             Matcher::Glob(glob) => glob.is_match(name),
         }
+    }
+
+    /// Returns whether the pattern ignores ASCII case.
+    pub fn ignores_case(&self) -> bool {
+        self.ignore_case
     }
 
     /// Returns the pattern as the user wrote it.
@@ -101,7 +124,7 @@ impl PatternList {
         let mut builder = GlobSetBuilder::new();
         let mut errors = Vec::new();
         for (index, source) in sources.iter().enumerate() {
-            match build_glob(source.as_ref()) {
+            match build_glob(source.as_ref(), false) {
                 Ok(glob) => {
                     builder.add(glob);
                 }
@@ -138,9 +161,9 @@ impl PatternList {
     }
 }
 
-/// An fnmatch pattern that cannot be compiled.
+/// An fnmatch pattern that cannot be compiled, or that could match no name.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid pattern `{pattern}`: {reason}")]
+#[error("invalid pattern `{}`: {reason}", pattern.escape_debug())]
 pub struct PatternError {
     /// The pattern as written.
     pub pattern: String,
@@ -155,7 +178,7 @@ impl PatternError {
     }
 }
 
-fn build_glob(source: &str) -> Result<globset::Glob, PatternError> {
+fn build_glob(source: &str, ignore_case: bool) -> Result<globset::Glob, PatternError> {
     if source.is_empty() {
         return Err(empty_pattern_error());
     }
@@ -164,7 +187,7 @@ fn build_glob(source: &str) -> Result<globset::Glob, PatternError> {
     GlobBuilder::new(&translated)
         .literal_separator(false)
         .backslash_escape(false)
-        .case_insensitive(false)
+        .case_insensitive(ignore_case)
         .empty_alternates(false)
         .build()
         .map_err(|error| PatternError { pattern: source.to_owned(), reason: error.kind().to_string() })
@@ -205,7 +228,7 @@ pub(crate) fn translate(pattern: &str) -> String {
 
 /// Finds the `]` that closes the class opened at `start`, following Python's rules: a `!` and
 /// then a `]` right after the `[` belong to the class.
-fn class_end(chars: &[char], start: usize) -> Option<usize> {
+pub(crate) fn class_end(chars: &[char], start: usize) -> Option<usize> {
     let mut end = start + 1;
     if chars.get(end) == Some(&'!') {
         end += 1;

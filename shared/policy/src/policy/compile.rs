@@ -6,11 +6,13 @@ use std::time::Duration;
 use serde_saphyr::Spanned;
 
 use super::anomalies::{AnomalySettings, CallRateSpike, DenialSpike, ScopeProbing};
-use super::condition::{Condition, Test, check_pointer};
-use super::schema::{RawAnomalies, RawCondition, RawLimit, RawPolicy, RawRule};
+use super::compile_when::check_condition;
+use super::condition::Condition;
+use super::schema::{RawAnomalies, RawLimit, RawPolicy, RawRule};
 use super::{Effect, Limit, Mode, Policy, Rule};
 use crate::error::{Position, Problem};
 use crate::glob::{Pattern, PatternIndex};
+use crate::names::{self, NameKind};
 use crate::yaml::position_of;
 
 /// The only schema version this crate reads.
@@ -30,7 +32,8 @@ pub(super) fn empty(default: Effect) -> Policy {
     }
 }
 
-pub(super) fn compile(raw: RawPolicy) -> Result<Policy, Vec<Problem>> {
+/// Validates `raw`, which was parsed from `source`; the source gives the spelling of numbers.
+pub(super) fn compile(raw: RawPolicy, source: &str) -> Result<Policy, Vec<Problem>> {
     let mut problems = Vec::new();
 
     if let Some(version) = &raw.version
@@ -46,7 +49,7 @@ pub(super) fn compile(raw: RawPolicy) -> Result<Policy, Vec<Problem>> {
     for (index, rule) in raw.rules.into_iter().enumerate() {
         let field = format!("rules[{index}]");
         check_unique_id(&rule.value.id, &field, &mut seen_ids, &mut problems);
-        if let Some(checked) = check_rule(rule, &field, &mut problems) {
+        if let Some(checked) = check_rule(rule, &field, source, &mut problems) {
             rules.push(checked);
         }
     }
@@ -70,14 +73,14 @@ pub(super) fn compile(raw: RawPolicy) -> Result<Policy, Vec<Problem>> {
         return Err(problems);
     }
 
-    rules.sort_by(|a, b| a.0.id.cmp(&b.0.id));
+    rules.sort_by(|a, b| a.id.cmp(&b.id));
     limits.sort_by(|a, b| a.id.cmp(&b.id));
     let mut tool_patterns = Vec::new();
     let rules = rules
         .into_iter()
         .enumerate()
-        .map(|(position, (rule, tools))| {
-            tool_patterns.extend(tools.into_iter().map(|pattern| (pattern, position)));
+        .map(|(position, rule)| {
+            tool_patterns.extend(rule.tools.iter().map(|pattern| (pattern.clone(), position)));
             rule
         })
         .collect();
@@ -140,8 +143,9 @@ fn check_unique_id(
     seen.insert(value.to_owned(), position);
 }
 
-/// Compiles a rule, returning it with its tool patterns for the index.
-fn check_rule(rule: Spanned<RawRule>, field: &str, problems: &mut Vec<Problem>) -> Option<(Rule, Vec<Pattern>)> {
+/// Compiles a rule. A deny rule's tool patterns ignore ASCII case, so that a name differing
+/// only in case cannot slip past it; an allow rule's match exactly.
+fn check_rule(rule: Spanned<RawRule>, field: &str, source: &str, problems: &mut Vec<Problem>) -> Option<Rule> {
     let before = problems.len();
     let raw = rule.value;
 
@@ -152,22 +156,32 @@ fn check_rule(rule: Spanned<RawRule>, field: &str, problems: &mut Vec<Problem>) 
             "a reason cannot be empty; it is shown to the caller and in the audit trail",
         ));
     }
-    let tools = check_patterns(Some(&raw.tools), &format!("{field}.tools"), problems);
-    let models = check_patterns(raw.models.as_ref(), &format!("{field}.models"), problems);
+    let tool_case = if raw.action == Effect::Deny { Case::Ignore } else { Case::Exact };
+    let tools = check_patterns(Some(&raw.tools), NameKind::Tool, tool_case, &format!("{field}.tools"), problems);
+    let models =
+        check_patterns(raw.models.as_ref(), NameKind::Model, Case::Exact, &format!("{field}.models"), problems);
     let conditions: Vec<Condition> = raw
         .when
         .into_iter()
         .enumerate()
-        .filter_map(|(index, condition)| check_condition(condition, &format!("{field}.when[{index}]"), problems))
+        .filter_map(|(index, condition)| {
+            check_condition(condition, &format!("{field}.when[{index}]"), source, problems)
+        })
         .collect();
 
     if problems.len() > before {
         return None;
     }
     let models = (!models.iter().all(Pattern::matches_everything)).then_some(models);
-    let rule =
-        Rule { id: raw.id.value, action: raw.action, reason: raw.reason.value, models, conditions, mode: raw.mode };
-    Some((rule, tools))
+    Some(Rule {
+        id: raw.id.value,
+        action: raw.action,
+        reason: raw.reason.value,
+        tools,
+        models,
+        conditions,
+        mode: raw.mode,
+    })
 }
 
 fn check_limit(limit: Spanned<RawLimit>, field: &str, problems: &mut Vec<Problem>) -> Option<Limit> {
@@ -179,8 +193,10 @@ fn check_limit(limit: Spanned<RawLimit>, field: &str, problems: &mut Vec<Problem
         problems.push(Problem::new(position_of(raw.max_calls.referenced), format!("{field}.max_calls"), message));
     }
     let window = check_window(&raw.window, &format!("{field}.window"), problems);
-    let tools = check_patterns(raw.tools.as_ref(), &format!("{field}.tools"), problems);
-    let models = check_patterns(raw.models.as_ref(), &format!("{field}.models"), problems);
+    // A limit counts every case variant of a name, so it cannot be evaded by changing case.
+    let tools = check_patterns(raw.tools.as_ref(), NameKind::Tool, Case::Ignore, &format!("{field}.tools"), problems);
+    let models =
+        check_patterns(raw.models.as_ref(), NameKind::Model, Case::Exact, &format!("{field}.models"), problems);
 
     if problems.len() > before {
         return None;
@@ -343,9 +359,19 @@ fn check_window(window: &Spanned<String>, field: &str, problems: &mut Vec<Proble
     Some(parsed)
 }
 
-/// Compiles a list of fnmatch patterns; an absent list means every name (`*`).
+/// Whether a list of tool patterns matches names exactly or ignoring ASCII case.
+#[derive(Clone, Copy)]
+enum Case {
+    Exact,
+    Ignore,
+}
+
+/// Compiles a list of fnmatch patterns on names of `kind`; an absent list means every name
+/// (`*`).
 fn check_patterns(
     patterns: Option<&Spanned<Vec<Spanned<String>>>>,
+    kind: NameKind,
+    case: Case,
     field: &str,
     problems: &mut Vec<Problem>,
 ) -> Vec<Pattern> {
@@ -360,7 +386,11 @@ fn check_patterns(
 
     let mut compiled = Vec::with_capacity(patterns.value.len());
     for (index, pattern) in patterns.value.iter().enumerate() {
-        match Pattern::new(&pattern.value) {
+        let checked = names::check_pattern(kind, &pattern.value).and_then(|()| match case {
+            Case::Exact => Pattern::new(&pattern.value),
+            Case::Ignore => Pattern::new_ignoring_case(&pattern.value),
+        });
+        match checked {
             Ok(pattern) => compiled.push(pattern),
             Err(error) => problems.push(Problem::new(
                 position_of(pattern.referenced),
@@ -370,88 +400,4 @@ fn check_patterns(
         }
     }
     compiled
-}
-
-fn check_condition(condition: Spanned<RawCondition>, field: &str, problems: &mut Vec<Problem>) -> Option<Condition> {
-    let position = position_of(condition.referenced);
-    let raw = condition.value;
-    let before = problems.len();
-
-    if let Err(message) = check_pointer(&raw.path.value) {
-        problems.push(Problem::new(position_of(raw.path.referenced), format!("{field}.path"), message));
-    }
-
-    let test_given = raw.equals.is_some()
-        || raw.one_of.is_some()
-        || raw.matches.is_some()
-        || [raw.gt, raw.gte, raw.lt, raw.lte].iter().any(Option::is_some)
-        || raw.min_length.is_some()
-        || raw.max_length.is_some()
-        || raw.present.is_some();
-    let mut tests = Vec::new();
-    push_bounds(&raw, &mut tests);
-    if let Some(value) = raw.equals {
-        tests.push(Test::Equals(value));
-    }
-    if let Some(options) = raw.one_of {
-        if options.value.is_empty() {
-            problems.push(Problem::new(
-                position_of(options.referenced),
-                format!("{field}.one_of"),
-                "`one_of` needs at least one value",
-            ));
-        }
-        tests.push(Test::OneOf(options.value));
-    }
-    if let Some(pattern) = raw.matches {
-        match Pattern::new(&pattern.value) {
-            Ok(compiled) => tests.push(Test::Matches(compiled)),
-            Err(error) => problems.push(Problem::new(
-                position_of(pattern.referenced),
-                format!("{field}.matches"),
-                error.to_string(),
-            )),
-        }
-    }
-    if let (Some(low), Some(high)) = (raw.min_length, raw.max_length)
-        && low > high
-    {
-        problems.push(Problem::new(
-            position,
-            field,
-            format!("`min_length` {low} is above `max_length` {high}, so the condition could never hold"),
-        ));
-    }
-    if let Some(present) = raw.present {
-        tests.push(Test::Present(present));
-    }
-
-    if !test_given {
-        let message = "a condition needs at least one test: equals, one_of, matches, gt, gte, lt, lte, min_length, max_length or present";
-        problems.push(Problem::new(position, field, message));
-    }
-    if problems.len() > before {
-        return None;
-    }
-    Some(Condition { path: raw.path.value, tests })
-}
-
-fn push_bounds(raw: &RawCondition, tests: &mut Vec<Test>) {
-    let bounds = [
-        (raw.gt, Test::Greater as fn(f64) -> Test),
-        (raw.gte, Test::GreaterOrEqual),
-        (raw.lt, Test::Less),
-        (raw.lte, Test::LessOrEqual),
-    ];
-    for (bound, test) in bounds {
-        if let Some(bound) = bound {
-            tests.push(test(bound));
-        }
-    }
-    if let Some(bound) = raw.min_length {
-        tests.push(Test::MinLength(bound));
-    }
-    if let Some(bound) = raw.max_length {
-        tests.push(Test::MaxLength(bound));
-    }
 }

@@ -14,6 +14,7 @@ use super::condition::Outcome;
 use super::{Effect, Mode, Policy, Rule, any_match};
 use crate::keys::Principal;
 use crate::limits::{CallCounts, CountedLimit, LimitKey};
+use crate::names;
 use crate::policy::Per;
 
 /// A tool call to decide on.
@@ -106,11 +107,16 @@ impl Decision {
     }
 }
 
-/// Decides a call by an authenticated model: the key's scope first, then the policy.
+/// Decides a call by an authenticated model: the tool name's characters, the key's scope,
+/// then the policy.
 ///
 /// The request's `model_id` must be the principal's; a mismatch is denied, because the
-/// identity of a caller comes from its key alone.
+/// identity of a caller comes from its key alone. A tool name that breaks the rules of
+/// [`crate::names`] is denied here too, whatever the caller checked before.
 pub fn authorize(principal: &Principal<'_>, policy: &Policy, request: &Request<'_>, now: OffsetDateTime) -> Decision {
+    if let Err(error) = names::check_tool_name(request.tool_name) {
+        return Decision::from_verdict(Verdict { effect: Effect::Deny, reason: error.to_string(), rule: None });
+    }
     if request.model_id != principal.model_id() {
         let reason = format!("model id `{}` does not match the key, which belongs to another model", request.model_id);
         return Decision::from_verdict(Verdict { effect: Effect::Deny, reason, rule: None });

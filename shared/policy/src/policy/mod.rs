@@ -2,14 +2,17 @@
 
 pub mod anomalies;
 mod compile;
+mod compile_when;
 mod condition;
 mod eval;
+mod lint;
 mod schema;
 
 use std::time::Duration;
 
 pub use anomalies::{AnomalySettings, CallRateSpike, DenialSpike, ScopeProbing};
 pub use eval::{Decision, Request, RuleKind, RuleMatch, Verdict, authorize};
+pub use lint::{KnownTool, Warning};
 pub use schema::{Effect, Mode, Per};
 
 use crate::error::LoadError;
@@ -38,6 +41,9 @@ pub(crate) struct Rule {
     pub id: String,
     pub action: Effect,
     pub reason: String,
+    /// The tool patterns, which ignore ASCII case in a deny rule. The policy's index contains
+    /// them too, and these are for [`Policy::warnings`].
+    pub tools: Vec<Pattern>,
     /// `None` matches every model.
     pub models: Option<Vec<Pattern>>,
     pub conditions: Vec<Condition>,
@@ -66,6 +72,8 @@ pub(crate) fn any_match(patterns: &[Pattern], name: &str) -> bool {
 #[derive(Debug)]
 pub struct PolicyDocument {
     origin: String,
+    /// The text, which validation reads for the spelling of numbers.
+    source: String,
     raw: schema::RawPolicy,
 }
 
@@ -74,7 +82,7 @@ impl PolicyDocument {
     /// the document in errors.
     pub fn parse(origin: &str, text: &str) -> Result<Self, LoadError> {
         let raw = yaml::parse(origin, text, YamlLimits::POLICY)?;
-        Ok(Self { origin: origin.to_owned(), raw })
+        Ok(Self { origin: origin.to_owned(), source: text.to_owned(), raw })
     }
 }
 
@@ -87,7 +95,7 @@ impl Policy {
     /// Validates a parsed document and compiles its patterns, reporting every problem.
     pub fn compile(document: PolicyDocument) -> Result<Self, LoadError> {
         let origin = document.origin;
-        compile::compile(document.raw).map_err(|problems| LoadError { origin, problems })
+        compile::compile(document.raw, &document.source).map_err(|problems| LoadError { origin, problems })
     }
 
     /// A policy with no rules and the given default, enforced.

@@ -1,6 +1,6 @@
 //! The `policies.yaml` document as written, before validation.
 
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
 use serde_json::Value;
 use serde_saphyr::Spanned;
 
@@ -137,13 +137,15 @@ pub(crate) struct RawRule {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawCondition {
     pub path: Spanned<String>,
-    pub equals: Option<Value>,
-    pub one_of: Option<Spanned<Vec<Value>>>,
+    /// `equals: null` tests for a JSON `null`, so an explicit null is `Some`.
+    #[serde(default, deserialize_with = "present_value")]
+    pub equals: Option<Spanned<Value>>,
+    pub one_of: Option<Spanned<Vec<Spanned<Value>>>>,
     pub matches: Option<Spanned<String>>,
-    pub gt: Option<f64>,
-    pub gte: Option<f64>,
-    pub lt: Option<f64>,
-    pub lte: Option<f64>,
+    pub gt: Option<Spanned<f64>>,
+    pub gte: Option<Spanned<f64>>,
+    pub lt: Option<Spanned<f64>>,
+    pub lte: Option<Spanned<f64>>,
     pub min_length: Option<u64>,
     pub max_length: Option<u64>,
     pub present: Option<bool>,
@@ -167,4 +169,9 @@ pub(crate) struct RawLimit {
     pub tools: Option<Spanned<Vec<Spanned<String>>>>,
     #[serde(default)]
     pub mode: Mode,
+}
+
+/// Reads a field that is present as `Some`, even when its value is `null`.
+fn present_value<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Spanned<Value>>, D::Error> {
+    Spanned::<Value>::deserialize(deserializer).map(Some)
 }

@@ -97,13 +97,17 @@ where
     move |error| Failure::new(&error).unavailable(operation, resource)
 }
 
-/// Formats `error` and each of its sources, joined with `: `.
+/// Formats `error` and each of its sources, joined with `: `. A source whose text already ends
+/// the line is left out, because SDK service errors display their source's message again.
 pub(super) fn error_chain(error: &(dyn Error + 'static)) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(next) = source {
-        text.push_str(": ");
-        text.push_str(&next.to_string());
+        let next_text = next.to_string();
+        if !text.ends_with(&next_text) {
+            text.push_str(": ");
+            text.push_str(&next_text);
+        }
         source = next.source();
     }
     text

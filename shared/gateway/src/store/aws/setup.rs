@@ -28,11 +28,31 @@ use super::{AwsNames, s3_client};
 /// Maximum time to wait for a table to become active after a change.
 const TABLE_WAIT: Duration = Duration::from_secs(600);
 
+/// Time limit of connecting to DynamoDB or S3: the SDK's default (aws-smithy-runtime 1.10), kept
+/// because a timeout configuration replaces the defaults.
+const CONNECT_TIMEOUT: Duration = Duration::from_millis(3100);
+
+/// Time limit of one attempt of a DynamoDB or S3 request. Those services respond in
+/// milliseconds, so an attempt this slow has hung and is retried.
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Time limit of one DynamoDB or S3 operation, retries included. The SDK sets none by default,
+/// so a store that accepts a connection and never responds would hold a tool call forever. Past
+/// this limit the call fails closed with 503, well within the template's Lambda timeouts of
+/// 30 s and more.
+const OPERATION_TIMEOUT: Duration = Duration::from_secs(6);
+
 /// Loads the SDK configuration from the environment: region, credentials (environment,
 /// profile, web identity, container or instance metadata) and `AWS_ENDPOINT_URL`, which
-/// points the clients at an emulator.
+/// points the clients at an emulator. Every request is bounded by [`ATTEMPT_TIMEOUT`] and
+/// [`OPERATION_TIMEOUT`].
 pub async fn load_sdk_config() -> SdkConfig {
-    aws_config::defaults(BehaviorVersion::latest()).load().await
+    let timeouts = aws_config::timeout::TimeoutConfig::builder()
+        .connect_timeout(CONNECT_TIMEOUT)
+        .operation_attempt_timeout(ATTEMPT_TIMEOUT)
+        .operation_timeout(OPERATION_TIMEOUT)
+        .build();
+    aws_config::defaults(BehaviorVersion::latest()).timeout_config(timeouts).load().await
 }
 
 /// Creates or completes the keys table, the sessions table and the policy bucket named in

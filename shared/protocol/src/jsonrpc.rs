@@ -3,28 +3,28 @@
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use super::error::excerpt;
+use crate::excerpt;
 
 /// Maximum length of a JSON-RPC error message kept from a server, in characters.
-const MAX_ERROR_MESSAGE_CHARS: usize = 500;
+pub const MAX_ERROR_MESSAGE_CHARS: usize = 500;
 
 /// The outcome carried by a JSON-RPC response.
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) enum Reply {
+pub enum Reply {
     /// The `result` member, unchanged.
     Result(Value),
     /// The `error` member.
     Error {
         /// JSON-RPC error code.
         code: i64,
-        /// Error message, shortened to [`MAX_ERROR_MESSAGE_CHARS`].
+        /// Error message, shortened to [`MAX_ERROR_MESSAGE_CHARS`] plus the `…` that marks a cut.
         message: String,
     },
 }
 
 /// A message that claims to be the response to our request but cannot be read as one.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub(crate) enum MessageError {
+pub enum MessageError {
     /// The message is neither an object nor a batch array.
     #[error("message is not a JSON-RPC object or batch")]
     NotJsonRpc,
@@ -46,7 +46,7 @@ pub(crate) enum MessageError {
 
 /// A request or, without an id, a notification, serialized straight from borrowed parameters.
 #[derive(Debug, Serialize)]
-pub(crate) struct Request<'a, P: Serialize> {
+pub struct Request<'a, P: Serialize> {
     jsonrpc: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     id: Option<u64>,
@@ -57,12 +57,12 @@ pub(crate) struct Request<'a, P: Serialize> {
 
 impl<'a, P: Serialize> Request<'a, P> {
     /// Builds a request. The server's response to it carries the same `id`.
-    pub(crate) fn new(id: u64, method: &'a str, params: Option<&'a P>) -> Self {
+    pub fn new(id: u64, method: &'a str, params: Option<&'a P>) -> Self {
         Self { jsonrpc: "2.0", id: Some(id), method, params }
     }
 
     /// Builds a notification, which has no id and gets no response.
-    pub(crate) fn notification(method: &'a str) -> Self {
+    pub fn notification(method: &'a str) -> Self {
         Self { jsonrpc: "2.0", id: None, method, params: None }
     }
 }
@@ -73,7 +73,7 @@ impl<'a, P: Serialize> Request<'a, P> {
 /// `Ok(None)` when the message holds only those. An error response with a `null` id counts as
 /// the response, because a server sends that when it could not read the request's id, and each
 /// HTTP request carries one JSON-RPC request.
-pub(crate) fn find_response(message: Value, request_id: u64) -> Result<Option<Reply>, MessageError> {
+pub fn find_response(message: Value, request_id: u64) -> Result<Option<Reply>, MessageError> {
     match message {
         Value::Array(batch) => {
             for element in batch {

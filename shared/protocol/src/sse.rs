@@ -15,25 +15,25 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use super::jsonrpc::{self, MessageError, Reply};
+use crate::jsonrpc::{self, MessageError, Reply};
 
 /// The byte order mark that may open a stream, and that the parser drops.
 const BYTE_ORDER_MARK: &[u8] = b"\xEF\xBB\xBF";
 
 /// One dispatched event.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Event {
+pub struct Event {
     /// The `event` field, or `message` when the event had none.
-    pub(crate) kind: String,
+    pub kind: String,
     /// The `data` lines joined with `\n`.
-    pub(crate) data: String,
+    pub data: String,
     /// The last `id` field seen in the stream up to this event.
-    pub(crate) last_event_id: Option<String>,
+    pub last_event_id: Option<String>,
 }
 
 /// An incremental parser of the event stream format.
 #[derive(Debug, Default)]
-pub(crate) struct EventParser {
+pub struct EventParser {
     line: Vec<u8>,
     after_cr: bool,
     first_line_done: bool,
@@ -45,7 +45,7 @@ pub(crate) struct EventParser {
 
 impl EventParser {
     /// Parses `chunk` and appends the events it completes to `events`.
-    pub(crate) fn feed(&mut self, chunk: &[u8], events: &mut Vec<Event>) {
+    pub fn feed(&mut self, chunk: &[u8], events: &mut Vec<Event>) {
         for &byte in chunk {
             if std::mem::take(&mut self.after_cr) && byte == b'\n' {
                 continue;
@@ -62,17 +62,17 @@ impl EventParser {
     }
 
     /// Returns `true` when the input so far ends inside an event, which the format discards.
-    pub(crate) fn has_open_event(&self) -> bool {
+    pub fn has_open_event(&self) -> bool {
         !self.line.is_empty() || !self.data.is_empty() || !self.kind.is_empty()
     }
 
     /// Returns the reconnection time from the last valid `retry` field.
-    pub(crate) fn retry(&self) -> Option<Duration> {
+    pub fn retry(&self) -> Option<Duration> {
         self.retry
     }
 
     /// Returns the last event id from an `id` field.
-    pub(crate) fn last_event_id(&self) -> Option<&str> {
+    pub fn last_event_id(&self) -> Option<&str> {
         self.last_event_id.as_deref()
     }
 
@@ -126,7 +126,7 @@ impl EventParser {
 
 /// A failure to read the response from an event stream.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub(crate) enum SseError {
+pub enum SseError {
     /// An event's data is not JSON.
     #[error("event {event_number} of the stream is not valid JSON: {detail}")]
     InvalidJson {
@@ -184,7 +184,7 @@ pub(crate) enum SseError {
 
 /// Reads events until the response to one request arrives.
 #[derive(Debug)]
-pub(crate) struct ResponseReader {
+pub struct ResponseReader {
     request_id: u64,
     parser: EventParser,
     pending: Vec<Event>,
@@ -194,7 +194,7 @@ pub(crate) struct ResponseReader {
 
 impl ResponseReader {
     /// Starts reading for the response to `request_id`.
-    pub(crate) fn new(request_id: u64) -> Self {
+    pub fn new(request_id: u64) -> Self {
         Self {
             request_id,
             parser: EventParser::default(),
@@ -207,7 +207,7 @@ impl ResponseReader {
     /// Parses `chunk`, returning the response once it is complete.
     ///
     /// Bytes after the response are never parsed, so the caller should stop reading.
-    pub(crate) fn feed(&mut self, chunk: &[u8]) -> Result<Option<Reply>, SseError> {
+    pub fn feed(&mut self, chunk: &[u8]) -> Result<Option<Reply>, SseError> {
         if self.first_visible_byte.is_none() {
             self.first_visible_byte = chunk.iter().copied().find(|byte| !byte.is_ascii_whitespace());
         }
@@ -223,14 +223,14 @@ impl ResponseReader {
     }
 
     /// Explains why the stream, which has just ended, did not contain the response.
-    pub(crate) fn finish(self) -> SseError {
+    pub fn finish(self) -> SseError {
         let request_id = self.request_id;
         if self.events_seen == 0 && matches!(self.first_visible_byte, Some(b'{' | b'[')) {
             SseError::MislabelledJson
         } else if self.parser.has_open_event() {
             SseError::Truncated { request_id }
         } else if let Some(last_event_id) = self.parser.last_event_id() {
-            let last_event_id = super::error::excerpt(last_event_id, 80);
+            let last_event_id = crate::excerpt(last_event_id, 80);
             SseError::Disconnected { request_id, last_event_id, retry: self.parser.retry() }
         } else {
             SseError::NoResponse { request_id, events: self.events_seen }
@@ -395,6 +395,22 @@ mod tests {
             error,
             Err(SseError::InvalidMessage { event_number: 1, source: MessageError::ResultOrError { request_id: 1 } })
         );
+    }
+
+    /// The `sse_reader` fuzz target found a server error message that came out longer than the
+    /// limit, because the escapes of its control characters were counted as one character each.
+    /// The input is in `fuzz/corpus/sse_reader/error-message-control-characters.sse`.
+    #[test]
+    fn reader_bounds_error_message_with_control_characters() {
+        let message = format!("P{}{}", "\\u007f".repeat(100), "x".repeat(500));
+        let stream = format!(
+            "data: {{\"jsonrpc\":\"2.0\",\"id\":null,\"error\":{{\"code\":-32700,\"message\":\"{message}\"}}}}\n\n"
+        );
+        let Ok(Reply::Error { code, message }) = read_all(&stream, 3) else { panic!("expected an error reply") };
+        assert_eq!(code, -32700);
+        assert!(message.chars().count() <= crate::jsonrpc::MAX_ERROR_MESSAGE_CHARS + 1, "{message}");
+        assert!(message.starts_with("P\\u{7f}\\u{7f}"), "{message}");
+        assert!(message.ends_with('…'), "{message}");
     }
 
     #[test]
