@@ -302,6 +302,28 @@ async fn import_stores_every_model() {
 }
 
 #[tokio::test]
+async fn import_rejects_key_of_another_stored_model() {
+    let gateway = gateway().await;
+    let first = "models:\n  a:\n    key: key-a\n    tools: ['x.*']\n";
+    let (status, reply) = send(&gateway, "POST", "/api/keys/import", Some(json!({"model_keys_yaml": first}))).await;
+    assert_eq!(status, StatusCode::OK, "{reply}");
+
+    let shared = "models:\n  b:\n    key: key-a\n    tools: ['*']\n";
+    let (status, reply) = send(&gateway, "POST", "/api/keys/import", Some(json!({"model_keys_yaml": shared}))).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{reply}");
+    let reason = reply["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("model `b` has the same key as the stored model `a`"), "{reply}");
+    assert!(accepted(call_tool(&gateway, "a", "key-a", "x.run").await), "model `a` keeps its key");
+    assert!(!accepted(call_tool(&gateway, "b", "key-a", "y.run").await), "model `b` was not stored");
+
+    // An import that replaces `a` may give its key to a new model.
+    let moved = "models:\n  a:\n    key: key-a2\n    tools: ['x.*']\n  b:\n    key: key-a\n    tools: ['y.*']\n";
+    let (status, reply) = send(&gateway, "POST", "/api/keys/import", Some(json!({"model_keys_yaml": moved}))).await;
+    assert_eq!(status, StatusCode::OK, "{reply}");
+    assert!(accepted(call_tool(&gateway, "b", "key-a", "y.run").await), "model `b` now holds the key");
+}
+
+#[tokio::test]
 async fn import_of_invalid_file_saves_nothing() {
     let gateway = gateway().await;
     let yaml = "models:\n  a:\n    key: key-a\n    tools: ['x.*']\n  b:\n    key: key-b\n    tools: []\n";

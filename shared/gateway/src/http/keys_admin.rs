@@ -4,6 +4,8 @@
 //! logged: the store keeps its SHA-256, and listings show only its public id. Every change
 //! calls [`AppState::invalidate`], so it applies at once in this process.
 
+use std::collections::{HashMap, HashSet};
+
 use axum::Json;
 use axum::body::Body;
 use axum::extract::rejection::PathRejection;
@@ -321,6 +323,7 @@ async fn import_models(state: &AppState, headers: &HeaderMap, body: Body) -> Res
     for entry in &entries {
         check_model_id(&entry.model_id)?;
     }
+    check_keys_not_shared(state, &entries).await?;
     // NOTE: models are written one at a time, so a store failure part way leaves the models
     // before it imported. Sending the import again is safe, because each write replaces.
     for entry in &entries {
@@ -329,6 +332,33 @@ async fn import_models(state: &AppState, headers: &HeaderMap, body: Body) -> Res
     }
     let imported: Vec<&str> = entries.iter().map(|entry| entry.model_id.as_str()).collect();
     Ok(Json(json!({"imported": imported.len(), "models": imported})).into_response())
+}
+
+/// Rejects an import that gives a model the key of a stored model that the import does not
+/// replace. On `POST /mcp` the key alone names the model, so a key shared by two models
+/// would leave the caller's identity undecided; the loader already rejects a key shared
+/// within one file.
+async fn check_keys_not_shared(state: &AppState, entries: &[&ModelEntry]) -> Result<(), ApiError> {
+    let stored = state.stores().keys.load_models().await.map_err(|error| ApiError::store(&error))?;
+    let imported: HashSet<&str> = entries.iter().map(|entry| entry.model_id.as_str()).collect();
+    let kept = stored.iter().filter(|model| !imported.contains(model.model_id.as_str()));
+    let owners: HashMap<_, &str> = kept
+        .flat_map(|model| model.credentials.iter().map(|credential| (credential.hash, model.model_id.as_str())))
+        .collect();
+    for entry in entries {
+        let shared = entry.credentials.iter().find_map(|credential| owners.get(&credential.hash));
+        if let Some(owner) = shared {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "conflict",
+                &format!(
+                    "model `{}` has the same key as the stored model `{owner}`; give each model its own key, or rotate the key of `{owner}` first",
+                    entry.model_id
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Generates a key from 32 random bytes (two UUID v4, which draw on the operating system's
