@@ -80,6 +80,19 @@ fn rest_cases() -> Vec<RestCase> {
         case("input is a string", Some(JSON), with("input", json!("hi")), 400, "`input`"),
         case("tool_name with a space", Some(JSON), with("tool_name", json!("ec ho")), 400, "`tool_name`"),
         case("session_id with a slash", Some(JSON), with("session_id", json!("a/b")), 400, "`session_id`"),
+        case(
+            "model_id with a line break",
+            Some(JSON),
+            with(
+                "model_id",
+                json!(
+                    "full
+INFO forged"
+                ),
+            ),
+            400,
+            "`model_id`",
+        ),
         case("body over MAX_BODY_BYTES", Some(JSON), echo(json!({"message": oversized_message()})), 413, "4096"),
         case("text/plain", Some("text/plain"), echo(json!({"message": "plain"})), 415, "application/json"),
         case("no content type", None, echo(json!({"message": "untyped"})), 415, "application/json"),

@@ -695,3 +695,35 @@ async fn upstream_reply_is_result_or_explicit_error() -> Result<()> {
     }
     Ok(())
 }
+
+#[tokio::test]
+async fn client_that_hangs_up_leaves_the_call_recorded() -> Result<()> {
+    // With one audit write per call, the record is written after the upstream replies; a client
+    // that hangs up before then must not take the record with it.
+    let setup = FaultSetup::start(&[("AUDIT_WRITES", "once")]).await?;
+    let gateway = &setup.gateway;
+    let session = "hang-up";
+    let body = rest_body(FULL_MODEL, session, &hostile(Mode::Slow), json!({"case": "hang-up"}));
+    let impatient = reqwest::Client::builder().no_proxy().timeout(Duration::from_millis(300)).build()?;
+    let sent = impatient.post(gateway.url("/mcp/toolcall")).header("x-model-key", FULL_KEY).json(&body).send().await;
+    assert!(sent.is_err(), "the client gives up before the upstream replies: {sent:?}");
+
+    // The gateway times the upstream out after UPSTREAM_TIMEOUT (2 s) and then records the call.
+    let mut events = Vec::new();
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let reply = gateway.session_trace(session).await?;
+        if reply.status == 200 {
+            events = reply.json["events"].as_array().cloned().unwrap_or_default();
+            if !events.is_empty() {
+                break;
+            }
+        }
+    }
+    assert_eq!(events.len(), 1, "the forwarded call has its one event: {events:?}");
+    let event = events.first().cloned().unwrap_or_default();
+    assert_eq!(event["decision"], "allow", "decision: {event}");
+    assert_eq!(event["upstream"]["status"], "timeout", "the outcome is recorded: {event}");
+    assert_eq!(setup.upstream.tool_calls().len(), 1, "the call reached the upstream once");
+    Ok(())
+}

@@ -60,7 +60,16 @@ impl SessionIssuer {
         let (Some(id), Some(issued), Some(tag), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
             return Err(SessionError::Unknown);
         };
+        // Only the spelling `issue` writes is accepted: leading zeros, a sign or upper-case hex
+        // would verify too, and each spelling would count as a separate session in limits and
+        // traces.
+        let issued_text = issued;
         let issued: i64 = issued.parse().map_err(|_| SessionError::Unknown)?;
+        let canonical_tag =
+            tag.len() == 2 * TAG_BYTES && tag.bytes().all(|byte| matches!(byte, b'0'..=b'9' | b'a'..=b'f'));
+        if issued.to_string() != issued_text || !canonical_tag {
+            return Err(SessionError::Unknown);
+        }
         let Ok(tag) = hex::decode(tag) else { return Err(SessionError::Unknown) };
 
         if tag.len() != TAG_BYTES || self.mac(model_id, id, issued).verify_truncated_left(&tag).is_err() {
@@ -110,6 +119,25 @@ mod tests {
         );
         for bad in ["", "abc", "a.b.c", "a.1.zz", &format!("{id}.x")] {
             assert_eq!(issuer.verify(bad, "gpt-4o", NOW), Err(SessionError::Unknown), "{bad}");
+        }
+    }
+
+    #[test]
+    fn session_id_has_one_spelling() {
+        let issuer = SessionIssuer::new(b"secret", Duration::from_secs(60));
+        let id = issuer.issue("gpt-4o", NOW);
+        let mut parts = id.split('.');
+        let (Some(uuid), Some(issued), Some(tag)) = (parts.next(), parts.next(), parts.next()) else {
+            panic!("issued id has three parts: {id}");
+        };
+        let respelled = [
+            format!("{uuid}.0{issued}.{tag}"),
+            format!("{uuid}.+{issued}.{tag}"),
+            format!("{uuid}.{issued}.{}", tag.to_uppercase()),
+            format!("{uuid}.{issued}.{tag}00"),
+        ];
+        for other in &respelled {
+            assert_eq!(issuer.verify(other, "gpt-4o", NOW), Err(SessionError::Unknown), "{other}");
         }
     }
 }

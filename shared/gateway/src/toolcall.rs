@@ -131,7 +131,30 @@ pub async fn handle(state: &AppState, caller: Caller<'_>, call: CallRequest<'_>)
             };
         }
     }
-    forward(state, event, &call, started).await
+    forward_detached(state, event, call, started).await
+}
+
+/// Forwards the call and records its outcome in a task of its own. When the client goes away,
+/// the server drops the handler's future; the call may already be at the upstream by then, so
+/// its forwarding and its record must not be dropped with it. With `AUDIT_WRITES=once` that
+/// record is the only one the call gets.
+async fn forward_detached(state: &AppState, event: AuditEvent, call: CallRequest<'_>, started: Instant) -> CallOutcome {
+    let state = state.clone();
+    let session_id = call.session_id.to_owned();
+    let tool_name = call.tool_name.to_owned();
+    let arguments = call.arguments.clone();
+    let route = call.route;
+    let task = tokio::spawn(async move {
+        let call = CallRequest { route, session_id: &session_id, tool_name: &tool_name, arguments: &arguments };
+        forward(&state, event, &call, started).await
+    });
+    match task.await {
+        Ok(outcome) => outcome,
+        Err(error) => {
+            tracing::error!(error = %error, "the task forwarding a tool call failed");
+            CallOutcome::Unavailable { reason: "the gateway failed while forwarding the call; see its log".to_owned() }
+        }
+    }
 }
 
 /// Denies a call the gateway could not decide, and tries to record it.
@@ -269,6 +292,22 @@ async fn reject_denied(state: &AppState, mut event: AuditEvent, started: Instant
         return unrecorded_rejection(&error);
     }
     CallOutcome::Denied { reason: event.reason, rules: event.rules, event_id: event.event_id }
+}
+
+/// Records a `tools/call` whose key the MCP route rejected, without ever forwarding it. The key
+/// is checked again only for the precise reason; a key that became valid in between (a cache
+/// refresh or an admin change) still leaves the call rejected, because the route has answered
+/// 401 already.
+pub async fn record_unauthorized(state: &AppState, key: Option<&str>, call: CallRequest<'_>) -> CallOutcome {
+    let started = Instant::now();
+    let now = OffsetDateTime::now_utc();
+    let event = new_event(state, Caller::Key(key), &call, now);
+    let keys = match state.keys().await {
+        Ok(keys) => keys,
+        Err(reason) => return unavailable(state, event, reason, started).await,
+    };
+    let error = authenticate(&keys, Caller::Key(key), now).err().unwrap_or(AuthError::UnknownKey);
+    reject_unauthorized(state, event, &error, started).await
 }
 
 /// The rule id that audit events name for a `tools/call` rejected for its MCP session id.

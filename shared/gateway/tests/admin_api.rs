@@ -291,6 +291,25 @@ async fn patch_sets_and_clears_expiry() {
 }
 
 #[tokio::test]
+async fn expiry_change_never_revives_rotated_key() {
+    let gateway = gateway().await;
+    let yaml = "models:\n  m:\n    key: key-old\n    tools: ['x.*']\n";
+    let (status, reply) = send(&gateway, "POST", "/api/keys/import", Some(json!({"model_keys_yaml": yaml}))).await;
+    assert_eq!(status, StatusCode::OK, "{reply}");
+    let (status, rotated) = send(&gateway, "POST", "/api/keys/m/rotate", Some(json!({"grace_seconds": 0}))).await;
+    assert_eq!(status, StatusCode::OK, "{rotated}");
+    let new_key = rotated["key"].as_str().unwrap_or_default().to_owned();
+    assert!(!accepted(call_tool(&gateway, "m", "key-old", "x.run").await), "the rotated-out key stops at once");
+
+    for expires in [json!("2999-01-01T00:00:00Z"), Value::Null] {
+        let (status, updated) = send(&gateway, "PATCH", "/api/keys/m", Some(json!({"expires": expires}))).await;
+        assert_eq!(status, StatusCode::OK, "{updated}");
+        assert!(!accepted(call_tool(&gateway, "m", "key-old", "x.run").await), "expires {expires}: old key stays out");
+        assert!(accepted(call_tool(&gateway, "m", &new_key, "x.run").await), "expires {expires}: new key works");
+    }
+}
+
+#[tokio::test]
 async fn import_stores_every_model() {
     let gateway = gateway().await;
     let yaml = "models:\n  a:\n    key: key-a\n    tools: ['x.*']\n  b:\n    key: key-b\n    tools: ['y.*']\n";

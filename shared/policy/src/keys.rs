@@ -48,7 +48,11 @@ pub fn parse_timestamp(text: &str) -> Result<OffsetDateTime, String> {
              such as `2025-12-31T00:00:00Z` or `2025-12-31T01:00:00+01:00`"
         )
     })?;
-    Ok(parsed.to_offset(time::UtcOffset::UTC))
+    // A time near the end of year 9999 with a negative offset is past the range of
+    // `OffsetDateTime` once converted to UTC, so the conversion is checked.
+    parsed.checked_to_offset(time::UtcOffset::UTC).ok_or_else(|| {
+        format!("invalid timestamp `{text}`: it is out of range once converted to UTC; use a date before year 9999")
+    })
 }
 
 /// The tool globs a model's key may call. They match tool names exactly, case included.

@@ -8,7 +8,7 @@
     reason = "tests and benchmarks fail loudly on unexpected values"
 )]
 
-use mcpsec_policy::keys::{hash_key, key_id};
+use mcpsec_policy::keys::{hash_key, key_id, parse_timestamp};
 use mcpsec_policy::{AuthError, KeySet, ModelEntry};
 use time::OffsetDateTime;
 use time::macros::datetime;
@@ -187,4 +187,11 @@ fn shared_key_alone_identifies_no_model() {
     assert_eq!(keys.authenticate_key(Some("team-key"), BEFORE).unwrap_err(), AuthError::UnknownKey);
     assert_eq!(keys.authenticate("reader", Some("team-key"), BEFORE).unwrap().model_id(), "reader");
     assert_eq!(keys.authenticate("writer", Some("team-key"), BEFORE).unwrap().model_id(), "writer");
+}
+
+#[test]
+fn timestamp_out_of_range_in_utc_is_an_error() {
+    let error = parse_timestamp("9999-12-31T23:59:59-23:59").err().unwrap_or_default();
+    assert!(error.contains("out of range once converted to UTC"), "{error}");
+    assert!(parse_timestamp("9999-12-31T23:59:59+01:00").is_ok(), "an offset towards UTC stays in range");
 }

@@ -284,12 +284,25 @@ async fn update_model(state: &AppState, headers: &HeaderMap, model_id: &str, bod
         entry.scope = scope;
     }
     if let Some(expires) = expires {
-        for credential in &mut entry.credentials {
-            credential.expires = expires;
-        }
+        set_expiry(&mut entry.credentials, expires);
     }
     store_model(state, headers, &entry, None, "model updated").await?;
     Ok(Json(model_json(&entry)).into_response())
+}
+
+/// Sets the expiry of the newest key, which rotation appends last. An older key, one that a
+/// rotation phased out, can only get an earlier expiry: extending it would bring back a key
+/// that was rotated because it leaked.
+fn set_expiry(credentials: &mut [Credential], expires: Option<OffsetDateTime>) {
+    let Some((newest, older)) = credentials.split_last_mut() else { return };
+    newest.expires = expires;
+    for credential in older {
+        credential.expires = match (credential.expires, expires) {
+            (Some(current), Some(requested)) => Some(current.min(requested)),
+            (current, None) => current,
+            (None, requested) => requested,
+        };
+    }
 }
 
 /// Body of `POST /api/keys/import`.

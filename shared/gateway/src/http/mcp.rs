@@ -315,7 +315,7 @@ async fn authenticate(state: &AppState, key: Option<&str>, now: OffsetDateTime) 
 }
 
 /// Rejects a message whose key was not accepted. A rejected `tools/call` is recorded like any
-/// other call, through the shared call path, so probing shows in the audit trail. When that
+/// other call, so probing shows in the audit trail, and is never forwarded. When that
 /// record fails, the reply is 503, as for any call the gateway could not record.
 async fn unauthorized(
     state: &AppState,
@@ -327,17 +327,25 @@ async fn unauthorized(
     if let Message::Request { params, .. } = message
         && message.is_tool_call()
     {
-        let tool_name = params.get("name").and_then(Value::as_str).unwrap_or_default();
+        // A name or arguments that the route would reject are not recorded: the stored event
+        // must not carry a name that breaks the tool-name rule, such as one with a line break.
+        let Ok((tool_name, arguments)) = tool_call_params(params) else {
+            return unauthorized_reply(message, reason);
+        };
         let session_id = recorded_session_id(headers);
         let empty = Value::Object(Map::new());
-        let arguments = params.get("arguments").filter(|value| value.is_object()).unwrap_or(&empty);
+        let arguments = arguments.unwrap_or(&empty);
         let call = CallRequest { route: Route::Mcp, session_id, tool_name, arguments };
-        if let CallOutcome::Unavailable { reason } = toolcall::handle(state, Caller::Key(key), call).await {
+        if let CallOutcome::Unavailable { reason } = toolcall::record_unauthorized(state, key, call).await {
             let data = Some(json!({"status": "unavailable"}));
             let id = message.id_or_null();
             return rpc_error(StatusCode::SERVICE_UNAVAILABLE, id, code::INTERNAL_ERROR, &reason, data);
         }
     }
+    unauthorized_reply(message, reason)
+}
+
+fn unauthorized_reply(message: &Message, reason: &str) -> Response {
     let mut response = rpc_error(StatusCode::UNAUTHORIZED, message.id_or_null(), code::UNAUTHORIZED, reason, None);
     response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"mcpsec\""));
     response

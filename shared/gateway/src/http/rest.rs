@@ -77,9 +77,9 @@ impl<'a> Fields<'a> {
         let tool_name = text("tool_name")?;
         check_session_id(session_id)?;
         check_tool_name(tool_name)?;
-        if model_id.is_empty() {
-            return Err("field `model_id` cannot be empty".to_owned());
-        }
+        // The claimed model id is stored in the audit event of a rejected key, so it gets the
+        // same character rule as stored model ids; a line break in it could forge a log line.
+        mcpsec_policy::names::check_model_id(model_id).map_err(|error| format!("invalid `model_id`: {error}"))?;
         let input = match object.get("input") {
             Some(input @ Value::Object(_)) => input,
             Some(_) => return Err("field `input` must be a JSON object of tool arguments".to_owned()),
