@@ -32,10 +32,12 @@ const STARTUP_TIMEOUT_MS = 30_000;
 const HOSTILE_INPUT = '<img src=x onerror=alert(1)>';
 const HOSTILE_REASON = '<b>docs</b> & <script>alert(2)</script> need "review"';
 const HOSTILE_SESSION = 'hostile-session';
-// Model ids in POST /mcp/toolcall are free text and a call with a wrong key is still counted
-// for the model it claims, so an unknown model can raise a denial spike under this id.
-// Session ids allow only letters, digits and `_ - . :`, so they cannot carry HTML.
+// Model ids and session ids allow only letters, digits and `_ - . :`, so POST /mcp/toolcall
+// rejects this id with 400 and it never reaches the store.
 const HOSTILE_MODEL = '<img src=x onerror=alert(4)><b>x</b>';
+// A model id that no key belongs to, claimed by calls with a wrong key; they raise a denial
+// spike for their session, never for this model.
+const CLAIMED_MODEL = 'claimed-model';
 const ALERT_SESSION = 'alert-session';
 const QUARANTINE_MODEL = 'quarantine-model';
 const QUARANTINE_SESSION = 'quarantine-session';
@@ -390,28 +392,32 @@ describe('dashboard', () => {
     await page.unroute(alertsRoute);
   });
 
-  test('alerts tab renders hostile ids as text', async () => {
+  test('alerts tab shows a failed-key spike of a session', async () => {
+    // A model id with markup never reaches the store or the dashboard: the REST route rejects it.
+    const markup = await toolCall(ALERT_SESSION, 'search.web', { query: 'probe' }, HOSTILE_MODEL, 'not-a-key');
+    assert.equal(markup.status, 400, `a model id with markup: ${JSON.stringify(markup.body)}`);
+    assert.match(markup.body.reason, /invalid `model_id`/);
     for (let call = 0; call < 4; call += 1) {
-      const denied = await toolCall(ALERT_SESSION, 'search.web', { query: 'probe' }, HOSTILE_MODEL, 'not-a-key');
+      const denied = await toolCall(ALERT_SESSION, 'search.web', { query: 'probe' }, CLAIMED_MODEL, 'not-a-key');
       assert.equal(denied.status, 401, `call ${call} with a wrong key: ${JSON.stringify(denied.body)}`);
     }
     await page.click('#alerts-refresh');
     // A failed key proves no model, so the spike is counted for the session and overall,
     // never for the model the calls claim: no quarantine can be raised that way.
-    const sessionRow = page.locator('#alerts-body tr[data-detector="denial_spike"]', { hasText: 'model ' + HOSTILE_MODEL });
+    const sessionRow = page.locator('#alerts-body tr[data-detector="denial_spike"]', { hasText: 'model ' + CLAIMED_MODEL });
     await sessionRow.first().waitFor({ timeout: ALERT_TIMEOUT_MS });
     const sessionButton = page.locator(`#alerts-body button.link[data-session-id="${ALERT_SESSION}"]`);
     await sessionButton.waitFor({ timeout: ALERT_TIMEOUT_MS });
 
     const listed = await adminApi('GET', '/api/alerts');
     const spike = listed.body.alerts.find((alert) => alert.anomaly.detector === 'denial_spike'
-      && alert.anomaly.scope === 'session' && alert.model_id === HOSTILE_MODEL);
+      && alert.anomaly.scope === 'session' && alert.model_id === CLAIMED_MODEL);
     assert.ok(spike, `GET /api/alerts lists the session spike: ${JSON.stringify(listed.body)}`);
-    const modelSpike = listed.body.alerts.find((alert) => alert.anomaly.scope === 'model' && alert.model_id === HOSTILE_MODEL);
+    const modelSpike = listed.body.alerts.find((alert) => alert.anomaly.scope === 'model' && alert.model_id === CLAIMED_MODEL);
     assert.equal(modelSpike, undefined, 'failed keys raise no spike for the model they claim');
     const row = page.locator(`#alerts-body tr[data-event-id="${spike.event_id}"]`);
     const text = await row.innerText();
-    assert.ok(text.includes(HOSTILE_MODEL), 'the hostile model id is shown as literal text');
+    assert.ok(text.includes(CLAIMED_MODEL), 'the claimed model id is shown');
     assert.ok(text.includes('Denial spike'), 'the detector has a readable label');
     assert.equal(await row.locator('.badge.severity-high').textContent(), 'high');
     assert.ok(text.includes('4 > 3 within 1 min'), `observed against threshold and window, got ${text}`);
